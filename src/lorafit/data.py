@@ -1,0 +1,277 @@
+"""Load, clean, split and tokenize labelled text: one row of a file becomes one training example."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .config import DataConfig
+from .errors import LorafitError
+
+AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
+                  ".pkl": "pickle", ".pickle": "pickle"}
+_INT = re.compile(r"^\s*[+-]?\d+\s*$")
+
+
+@dataclass
+class Examples:
+    """Texts with integer labels 0..K-1 and the names of the K labels."""
+
+    texts: list[str]
+    labels: list[int]
+    label_names: list[str]
+    source: str = ""
+    dropped: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices) -> "Examples":
+        return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices],
+                        self.label_names, self.source)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for text, label in zip(self.texts, self.labels):
+            digest.update(f"{label}\t{text}\n".encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()[:16]
+
+
+def is_local_file(name: str) -> bool:
+    return Path(name).suffix.lower() in SUFFIX_FORMATS or Path(name).exists()
+
+
+def detect_format(path: Path, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    kind = SUFFIX_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise LorafitError(f"{path}: unknown file type '{path.suffix}' (use .csv, .tsv, .jsonl, .parquet, "
+                           "or set data.format)")
+    if kind == "csv" and _looks_like_headerless_agnews(path):
+        return "agnews_csv"
+    return kind
+
+
+def _looks_like_headerless_agnews(path: Path) -> bool:
+    # the classic AG News CSV: "3","title","description" with no header row
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            first = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return len(first) == 3 and bool(_INT.match(first[0]))
+
+
+def read_table(path: str | Path, fmt: str = "auto", trust_pickle: bool = False) -> pd.DataFrame:
+    """Read a local file into a DataFrame of its columns, refusing pickles unless trusted."""
+    path = Path(path)
+    if not path.is_file():
+        raise LorafitError(f"{path}: file not found")
+    kind = detect_format(path, fmt)
+    if path.stat().st_size == 0:
+        raise LorafitError(f"{path}: file is empty")
+    if kind == "pickle":
+        return _read_pickle(path, trust_pickle)
+    try:
+        if kind in ("csv", "tsv"):
+            table = pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False,
+                                na_filter=False, encoding="utf-8")
+        elif kind == "agnews_csv":
+            table = pd.read_csv(path, header=None, names=["label", "title", "description"], dtype=str,
+                                keep_default_na=False, na_filter=False, encoding="utf-8")
+        elif kind == "jsonl":
+            table = pd.read_json(path, lines=True, dtype=False)
+        elif kind == "parquet":
+            table = pd.read_parquet(path)
+        else:
+            raise LorafitError(f"{path}: unsupported format '{kind}'")
+    except UnicodeDecodeError as e:
+        raise LorafitError(f"{path}: not valid UTF-8 (byte {e.start}: {e.reason})") from None
+    except (ValueError, pd.errors.ParserError, OSError) as e:
+        raise LorafitError(f"{path}: cannot be read as {kind}: {str(e).splitlines()[0]}") from None
+    if len(table) == 0:
+        raise LorafitError(f"{path}: no data rows (columns: {', '.join(map(str, table.columns)) or 'none'})")
+    return table
+
+
+def _read_pickle(path: Path, trust_pickle: bool) -> pd.DataFrame:
+    if not trust_pickle:
+        raise LorafitError(f"{path}: pickle files can run arbitrary code when loaded; "
+                           "pass --trust-pickle if you trust its source")
+    table = pd.read_pickle(path)
+    if hasattr(table, "to_pandas"):  # a datasets.Dataset, as Kaggle competitions ship it
+        table = table.to_pandas()
+    if isinstance(table, dict):
+        table = pd.DataFrame(table)
+    if not isinstance(table, pd.DataFrame):
+        raise LorafitError(f"{path}: pickle holds a {type(table).__name__}, not a table")
+    return table
+
+
+def join_texts(table: pd.DataFrame, columns: list[str], where: str) -> list[str]:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise LorafitError(f"{where}: text column '{missing[0]}' not found "
+                           f"(columns: {', '.join(map(str, table.columns))})")
+    texts = []
+    parts = [table[c].tolist() for c in columns]
+    for row, values in enumerate(zip(*parts), start=1):
+        pieces = [str(v).strip() for v in values if not _is_missing(v)]
+        text = " ".join(p for p in pieces if p)
+        if not text:
+            raise LorafitError(f"{where}: row {row} has an empty text in column(s) {', '.join(columns)}")
+        texts.append(text)
+    return texts
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def encode_labels(values: list, label_names: Optional[list[str]], where: str) -> tuple[list[int], list[str]]:
+    """Integer labels stay (0..K-1); label names map through `label_names` or their sorted set."""
+    kinds = []
+    for row, value in enumerate(values, start=1):
+        if _is_missing(value) or (isinstance(value, str) and not value.strip()) or isinstance(value, bool):
+            raise LorafitError(f"{where}: row {row} has no label")
+        is_int = isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()) or (
+            isinstance(value, str) and bool(_INT.match(value)))
+        kinds.append(is_int)
+    if all(kinds):
+        ints = [int(float(v)) if not isinstance(v, str) else int(v) for v in values]
+        count = len(label_names) if label_names else max(ints) + 1
+        for row, value in enumerate(ints, start=1):
+            if not 0 <= value < count:
+                raise LorafitError(f"{where}: row {row} has label {value}, outside 0..{count - 1}")
+        return ints, list(label_names) if label_names else [str(i) for i in range(count)]
+    if any(kinds):
+        row = kinds.index(True) + 1 if not kinds[0] else kinds.index(False) + 1
+        raise LorafitError(f"{where}: labels mix integers and names (row {row}: {values[row - 1]!r})")
+    names = [str(v).strip() for v in values]
+    known = list(label_names) if label_names else sorted(set(names))
+    index = {name: i for i, name in enumerate(known)}
+    for row, name in enumerate(names, start=1):
+        if name not in index:
+            raise LorafitError(f"{where}: row {row} has unknown label '{name}' (labels: {', '.join(known)})")
+    return [index[n] for n in names], known
+
+
+def examples_from_table(table: pd.DataFrame, cfg: DataConfig, where: str,
+                        label_names: Optional[list[str]] = None) -> Examples:
+    text_columns, label_names = cfg.text_columns, label_names or cfg.labels
+    if list(table.columns) == ["label", "title", "description"]:  # the classic headerless AG News CSV
+        text_columns = ["title", "description"]
+        table = table.assign(label=[_shift_agnews_label(v, row, where) for row, v in enumerate(table["label"], 1)])
+        label_names = label_names or AGNEWS_LABELS
+    if cfg.label_column not in table.columns:
+        raise LorafitError(f"{where}: label column '{cfg.label_column}' not found "
+                           f"(columns: {', '.join(map(str, table.columns))})")
+    texts = join_texts(table, text_columns, where)
+    labels, names = encode_labels(table[cfg.label_column].tolist(), label_names, where)
+    return Examples(texts, labels, names, source=where)
+
+
+def _shift_agnews_label(value: str, row: int, where: str) -> int:
+    if not _INT.match(str(value)) or not 1 <= int(value) <= 4:
+        raise LorafitError(f"{where}: row {row} has label {value!r}; classic AG News labels are 1..4")
+    return int(value) - 1
+
+
+def load_examples(cfg: DataConfig, source: Optional[str] = None, split: Optional[str] = None,
+                  label_names: Optional[list[str]] = None, trust_pickle: bool = False) -> Examples:
+    """Labelled examples from a local file or, when `source` is no file, a Hugging Face dataset."""
+    source = source or cfg.train
+    if is_local_file(source):
+        table = read_table(source, cfg.format, trust_pickle=trust_pickle)
+        return examples_from_table(table, cfg, where=str(source), label_names=label_names)
+    return _load_hub_examples(cfg, source, split or cfg.split, label_names)
+
+
+def _load_hub_examples(cfg: DataConfig, name: str, split: str, label_names: Optional[list[str]]) -> Examples:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, split=split)
+    except Exception as e:  # the hub raises many types: offline, missing, gated
+        raise LorafitError(f"dataset '{name}' (split {split}) could not be loaded from the Hugging Face Hub: "
+                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                           "give a local file with data.train=path/to/file.csv") from None
+    feature = dataset.features.get(cfg.label_column)
+    names = label_names or cfg.labels or getattr(feature, "names", None)
+    return examples_from_table(dataset.to_pandas(), cfg, where=f"{name}[{split}]", label_names=names)
+
+
+def stratified_split(examples: Examples, size: float, seed: int, what: str) -> tuple[Examples, Examples]:
+    """Split into (rest, part) with `size` rows (a count, or a fraction when < 1) in `part`."""
+    from sklearn.model_selection import train_test_split
+
+    count = int(size) if size >= 1 else max(1, round(size * len(examples)))
+    classes = len(set(examples.labels))
+    if count >= len(examples) or len(examples) - count < classes or count < classes:
+        raise LorafitError(f"{what}: cannot take {count} of {len(examples)} rows while keeping every one of "
+                           f"the {classes} labels on both sides")
+    try:
+        rest, part = train_test_split(np.arange(len(examples)), test_size=count, random_state=seed,
+                                      stratify=examples.labels)
+    except ValueError as e:
+        raise LorafitError(f"{what}: stratified split impossible: {e}") from None
+    return examples.subset(sorted(rest)), examples.subset(sorted(part))
+
+
+def token_lengths(tokenizer, texts: list[str]) -> np.ndarray:
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    return np.array([len(ids) for ids in encoded])
+
+
+def filter_by_length(examples: Examples, lengths: np.ndarray, percentiles: list[float]) -> Examples:
+    """Drop rows whose token length lies outside the given percentiles (report A: 1st-99th)."""
+    low, high = np.percentile(lengths, percentiles)
+    keep = [i for i, n in enumerate(lengths) if low <= n <= high]
+    kept = examples.subset(keep)
+    kept.dropped = {"length_filter": len(examples) - len(keep), "min_tokens": float(low), "max_tokens": float(high)}
+    return kept
+
+
+@dataclass
+class Splits:
+    train: Examples
+    validation: Examples
+    info: dict
+
+
+def prepare_splits(cfg: DataConfig, tokenizer) -> Splits:
+    """Load, sample, split and length-filter the data as the recipe says."""
+    pool = load_examples(cfg)
+    info = {"source": pool.source, "rows": len(pool), "fingerprint": pool.fingerprint()}
+    if cfg.limit and cfg.limit < len(pool):
+        _, pool = stratified_split(pool, cfg.limit, cfg.seed, f"data.limit={cfg.limit}")
+    if cfg.validation_file:
+        train = pool
+        validation = load_examples(cfg, source=cfg.validation_file, label_names=pool.label_names)
+    else:
+        train, validation = stratified_split(pool, cfg.validation_size, cfg.seed, "data.validation_size")
+    if cfg.length_percentiles:
+        train = filter_by_length(train, token_lengths(tokenizer, train.texts), cfg.length_percentiles)
+        info.update(train.dropped)
+    info.update(train_rows=len(train), validation_rows=len(validation), label_names=pool.label_names)
+    return Splits(train, validation, info)
+
+
+def tokenize(examples: Examples, tokenizer, max_length: int):
+    """A datasets.Dataset of unpadded token ids: padding happens per batch, to the longest row in it."""
+    import datasets
+
+    encoded = tokenizer(examples.texts, truncation=True, max_length=max_length, verbose=False)
+    columns = {key: encoded[key] for key in encoded.keys()}
+    columns["labels"] = examples.labels
+    return datasets.Dataset.from_dict(columns)

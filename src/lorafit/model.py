@@ -1,0 +1,168 @@
+"""The base encoder, its dropout, the classifier head and the LoRA adapter around them."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .config import LoraSettings, ModelConfig
+from .errors import LorafitError
+
+# encoder blocks live in a ModuleList: roberta.encoder.layer.3, distilbert.transformer.layer.3, h.3 ...
+_LAYER_LISTS = {"layer", "layers", "h", "block", "blocks"}
+_DROPOUT_KEYS = {"hidden_dropout": ("hidden_dropout_prob", "dropout", "hidden_dropout"),
+                 "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout")}
+
+
+def resolve_model_path(name: str) -> str:
+    """A local folder as is; an installed package that ships a model folder; else a hub id."""
+    if Path(name).is_dir():
+        return str(Path(name).resolve())
+    module = name.replace("-", "_")
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
+        spec = importlib.util.find_spec(module)
+        if spec and spec.submodule_search_locations:
+            folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+            if (folder / "config.json").is_file():
+                return str(folder)
+    return name
+
+
+def load_base_config(model_cfg: ModelConfig, label_names: list[str]):
+    from transformers import AutoConfig
+
+    path = resolve_model_path(model_cfg.name)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=model_cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise LorafitError(f"model '{model_cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
+    config.num_labels = len(label_names)
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    for key, attributes in _DROPOUT_KEYS.items():
+        value = getattr(model_cfg, key)
+        if value is not None:
+            for attribute in attributes:
+                if hasattr(config, attribute):
+                    setattr(config, attribute, value)
+    return config
+
+
+def load_tokenizer(model_cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_path(model_cfg.name),
+                                             trust_remote_code=model_cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise LorafitError(f"tokenizer of '{model_cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
+
+
+def build_base_model(model_cfg: ModelConfig, label_names: list[str], weights: bool = True):
+    """The encoder with a fresh classification head; on the meta device (no memory) when weights=False."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    config = load_base_config(model_cfg, label_names)
+    if not weights:
+        with torch.device("meta"):
+            return AutoModelForSequenceClassification.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" warning is expected: we train it
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_path(model_cfg.name), config=config, trust_remote_code=model_cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise LorafitError(f"weights of '{model_cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def layer_of(module_name: str) -> tuple[int, str] | None:
+    """(layer index, path inside the layer) for a module inside an encoder block, else None."""
+    parts = module_name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i].isdigit() and parts[i - 1] in _LAYER_LISTS:
+            return int(parts[i]), ".".join(parts[i + 1:])
+    return None
+
+
+def resolve_targets(model: torch.nn.Module, targets: list) -> list[str]:
+    """Full paths of the linear modules that the recipe's targets name, in model order.
+
+    Inside a layer a name matches the module whose path within the layer equals it, or failing
+    that, ends with it: `output.dense` is the feed-forward output, `query` the attention query.
+    """
+    linear = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d)) or
+              type(m).__name__ == "Conv1D"]
+    chosen: set[str] = set()
+    for target in targets:
+        if isinstance(target, str) and target in linear:
+            chosen.add(target)
+            continue
+        names, layers = ([target], None) if isinstance(target, str) else (target["modules"], target.get("layers"))
+        for name in names:
+            found = _match_in_layers(linear, name, layers)
+            if not found:
+                candidates = sorted({(layer_of(n) or (0, n))[1] for n in linear})
+                where = f" in layers {layers}" if layers is not None else ""
+                raise LorafitError(f"lora target '{name}' matches no linear module{where} "
+                                   f"(candidates: {', '.join(candidates)})")
+            chosen.update(found)
+    return [n for n in linear if n in chosen]
+
+
+def _match_in_layers(linear: list[str], name: str, layers: list[int] | None) -> list[str]:
+    by_layer: dict[int | None, list[tuple[str, str]]] = {}
+    for full in linear:
+        located = layer_of(full)
+        index, inner = located if located else (None, full)
+        if layers is not None and index not in layers:
+            continue
+        by_layer.setdefault(index, []).append((full, inner))
+    found = []
+    for members in by_layer.values():
+        exact = [full for full, inner in members if inner == name]
+        found += exact or [full for full, inner in members if inner.endswith("." + name)]
+    return found
+
+
+def lora_config(settings: LoraSettings, target_modules: list[str]):
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(task_type=TaskType.SEQ_CLS, r=settings.r, lora_alpha=settings.lora_alpha,
+                      lora_dropout=settings.lora_dropout, bias=settings.bias, target_modules=target_modules)
+
+
+def add_classifier_dropout(peft_model, probability: float) -> None:
+    """Dropout on the head's input, as a hook so the saved weights keep the model's own layout."""
+    head = _classifier_module(peft_model)
+
+    def drop_input(module, args):
+        return (F.dropout(args[0], probability, training=module.training), *args[1:])
+
+    head.register_forward_pre_hook(drop_input)
+
+
+def _classifier_module(peft_model) -> torch.nn.Module:
+    base = peft_model.get_base_model()
+    for name in ("classifier", "score", "pre_classifier"):
+        if hasattr(base, name):
+            return getattr(base, name)
+    raise LorafitError(f"model.classifier_dropout: no classifier head found in {type(base).__name__}")
+
+
+def build_lora_model(model_cfg: ModelConfig, lora: LoraSettings, label_names: list[str], weights: bool = True):
+    """The PEFT model to train: frozen encoder + LoRA on the targets + the trainable head."""
+    from peft import get_peft_model
+
+    base = build_base_model(model_cfg, label_names, weights=weights)
+    targets = resolve_targets(base, lora.targets)
+    model = get_peft_model(base, lora_config(lora, targets))
+    if model_cfg.classifier_dropout:
+        add_classifier_dropout(model, model_cfg.classifier_dropout)
+    return model
