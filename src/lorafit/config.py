@@ -146,7 +146,6 @@ class TrainingConfig:
     max_grad_norm: float = _f(1.0, "gradient clipping norm")
     early_stopping_patience: Optional[int] = _f(None, "stop after this many epochs without a better accuracy")
     seed: int = _f(42, "seed of model initialisation, dropout and batch order")
-    logging_steps: int = _f(50, "log the training loss every this many steps")
     output_dir: Optional[str] = _f(None, "run directory; default runs/<recipe name>")
 
     def __post_init__(self) -> None:

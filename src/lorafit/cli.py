@@ -1,0 +1,137 @@
+"""`lorafit plan | train | evaluate | predict | classify`: parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from .errors import LorafitError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorafit", description=__doc__.split(":")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    plan = commands.add_parser("plan", help="count trainable parameters of a recipe, no weights loaded")
+    plan.add_argument("recipe")
+    plan.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+
+    train = commands.add_parser("train", help="train a recipe and write a run directory")
+    train.add_argument("recipe")
+    train.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    train.add_argument("--output-dir", help="run directory (default runs/<recipe name>)")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled file")
+    evaluate.add_argument("run")
+    evaluate.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
+    evaluate.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
+    evaluate.add_argument("--label-column", help="default: the run's data.label_column")
+    evaluate.add_argument("--trust-pickle", action="store_true", help="allow a pickled input file")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    predict = commands.add_parser("predict", help="write a submission file (ID,Label) for unlabelled texts")
+    predict.add_argument("run")
+    predict.add_argument("--input", required=True, help=".csv/.tsv/.jsonl/.parquet (a pickle needs --trust-pickle)")
+    predict.add_argument("--output", default="submission.csv")
+    predict.add_argument("--probs", action="store_true", help="add a probability column per class")
+    predict.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
+    predict.add_argument("--trust-pickle", action="store_true", help="allow a pickled input file")
+
+    classify = commands.add_parser("classify", help="label and probabilities of texts given on the command line")
+    classify.add_argument("run")
+    classify.add_argument("texts", nargs="+")
+    classify.add_argument("--json", action="store_true", help="print one JSON array")
+    return parser
+
+
+def cmd_plan(args) -> int:
+    from .budget import format_plan, plan
+    from .config import load_recipe
+
+    result = plan(load_recipe(args.recipe, args.overrides))
+    print(json.dumps(result.to_dict()) if args.json else format_plan(result))
+    if not result.fits:
+        print(f"lorafit: error: {result.trainable:,} trainable parameters exceed the budget of {result.budget:,}",
+              file=sys.stderr)
+        return LorafitError.exit_code
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import load_recipe
+    from .train import train
+
+    result = train(load_recipe(args.recipe, args.overrides), output_dir=args.output_dir)
+    m = result.metrics
+    print(f"run {result.run_dir}: validation accuracy {m['accuracy']:.4f}, weighted F1 {m['f1']:.4f} "
+          f"(n={m['n']}, best epoch {m['best_epoch']}), {result.plan.trainable:,} trainable, "
+          f"{result.wall_seconds / 60:.1f} min")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .inference import evaluate_file, load_run
+
+    metrics = evaluate_file(load_run(args.run), args.data, trust_pickle=args.trust_pickle,
+                            text_columns=args.text_columns, label_column=args.label_column)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"n={metrics['n']} accuracy {metrics['accuracy']:.4f}  weighted precision {metrics['precision']:.4f}"
+              f"  recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}")
+        for name, scores in metrics["per_class"].items():
+            print(f"  {name:<20} precision {scores['precision']:.4f}  recall {scores['recall']:.4f}  "
+                  f"F1 {scores['f1']:.4f}  support {scores['support']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .inference import load_run, predict_file
+
+    path = predict_file(load_run(args.run), args.input, args.output, probs=args.probs,
+                        trust_pickle=args.trust_pickle, text_columns=args.text_columns)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from .inference import classify, load_run
+
+    results = classify(load_run(args.run), args.texts)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for result in results:
+        ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
+        print(f"{result['label']}\t" + "  ".join(f"{k} {v:.3f}" for k, v in ranked) + f"\t{result['text'][:60]}")
+    return 0
+
+
+COMMANDS = {"plan": cmd_plan, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "classify": cmd_classify}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # raised inside PEFT for every model it wraps; nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    try:
+        return COMMANDS[args.command](args)
+    except LorafitError as e:
+        if args.debug:
+            raise
+        print(f"lorafit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lorafit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Load a finished run and classify texts: batches sorted by length, padded per batch, input order kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import rundir
+from .config import recipe_from_dict
+from .data import examples_from_table, join_texts, read_table
+from .errors import LorafitError
+from .metrics import classification_metrics
+from .model import build_base_model
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    model: torch.nn.Module
+    tokenizer: object
+    label_names: list[str]
+    info: dict
+
+    @property
+    def recipe(self):
+        return recipe_from_dict(self.info["recipe"], source=str(self.run_dir / rundir.RUN_JSON))
+
+
+def load_run(run_dir: str | Path, merge: bool = True) -> LoadedRun:
+    """The base model with the run's adapter and head; LoRA merged into the weights for speed."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    run_dir = Path(run_dir)
+    info = rundir.read_run_info(run_dir)
+    recipe = recipe_from_dict(info["recipe"], source=str(run_dir / rundir.RUN_JSON))
+    label_names = info["label_names"]
+    base = build_base_model(recipe.model, label_names)
+    model = PeftModel.from_pretrained(base, run_dir)
+    model = model.merge_and_unload() if merge else model
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    return LoadedRun(run_dir, model, tokenizer, label_names, info)
+
+
+def predict_proba(run: LoadedRun, texts: list[str], batch_size: int = 64, max_length: int | None = None,
+                  progress: bool = False) -> np.ndarray:
+    """Class probabilities, one row per text in the given order."""
+    max_length = max_length or run.recipe.data.max_length
+    encoded = run.tokenizer(texts, truncation=True, max_length=max_length, verbose=False)
+    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+    probabilities = np.zeros((len(texts), len(run.label_names)), dtype=np.float32)
+    batches = range(0, len(texts), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="predict", unit="batch")
+    with torch.inference_mode():
+        for start in batches:
+            rows = order[start:start + batch_size]
+            features = [{key: encoded[key][i] for key in encoded.keys()} for i in rows]
+            batch = run.tokenizer.pad(features, return_tensors="pt")
+            logits = run.model(**batch).logits
+            probabilities[rows] = torch.softmax(logits.float(), dim=-1).numpy()
+    return probabilities
+
+
+def evaluate_file(run: LoadedRun, path: str, trust_pickle: bool = False, **data_overrides) -> dict:
+    """The run's validation metrics, computed on any labelled file with the run's column options."""
+    data = run.recipe.data
+    for key, value in data_overrides.items():
+        if value is not None:
+            setattr(data, key, value)
+    table = read_table(path, data.format, trust_pickle=trust_pickle)
+    examples = examples_from_table(table, data, where=str(path), label_names=run.label_names)
+    predictions = predict_proba(run, examples.texts, progress=True).argmax(-1)
+    return classification_metrics(examples.labels, predictions, run.label_names)
+
+
+def predict_file(run: LoadedRun, input_path: str, output_path: str, probs: bool = False,
+                 trust_pickle: bool = False, text_columns: list[str] | None = None,
+                 id_column: str = "id") -> Path:
+    """A Kaggle-style submission: ID,Label (label index), with a probability column per class if asked."""
+    import pandas as pd
+
+    data = run.recipe.data
+    table = read_table(input_path, trust_pickle=trust_pickle)
+    texts = join_texts(table, text_columns or data.text_columns, where=str(input_path))
+    probabilities = predict_proba(run, texts, progress=True)
+    ids = _id_column(table, id_column)
+    submission = pd.DataFrame({"ID": ids, "Label": probabilities.argmax(-1)})
+    if probs:
+        for i, name in enumerate(run.label_names):
+            submission[f"prob_{name}"] = probabilities[:, i].round(6)
+    return rundir.write_text(Path(output_path), submission.to_csv(index=False))
+
+
+def _id_column(table, id_column: str) -> list:
+    for name in table.columns:
+        if str(name).lower() == id_column.lower():
+            return table[name].tolist()
+    return list(range(len(table)))
+
+
+def classify(run: LoadedRun, texts: list[str]) -> list[dict]:
+    """Label and class probabilities for each text."""
+    if not texts or any(not t.strip() for t in texts):
+        raise LorafitError("give at least one non-empty text to classify")
+    probabilities = predict_proba(run, texts)
+    return [{"text": text, "label": run.label_names[int(row.argmax())], "index": int(row.argmax()),
+             "probabilities": {name: float(p) for name, p in zip(run.label_names, row)}}
+            for text, row in zip(texts, probabilities)]

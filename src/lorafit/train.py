@@ -1,0 +1,152 @@
+"""Trainer wiring: recipe -> data -> budget check -> LoRA model -> Trainer -> run directory."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from . import rundir
+from .budget import Plan, plan
+from .config import Recipe
+from .data import prepare_splits, tokenize
+from .metrics import classification_metrics, trainer_scores
+from .model import build_lora_model, load_tokenizer, resolve_model_path
+from .plots import plot_confusion_matrix, plot_history
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "learning_rate"]
+VERSIONED = ["lorafit", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn"]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    history: list[dict]
+    plan: Plan
+    wall_seconds: float
+
+
+def run_directory(recipe: Recipe, output_dir: str | None = None) -> Path:
+    return Path(output_dir or recipe.training.output_dir or Path("runs") / recipe.name)
+
+
+def training_arguments(recipe: Recipe, checkpoint_dir: Path):
+    from transformers import TrainingArguments
+
+    t = recipe.training
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio if t.warmup_ratio else 0,  # a float < 1 is a ratio in transformers 5
+        max_grad_norm=t.max_grad_norm,
+        optim="adamw_torch",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",  # the logged loss is then the mean over the epoch
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        greater_is_better=True,
+        save_total_limit=1,
+        seed=t.seed,
+        report_to="none",
+        disable_tqdm=False,
+    )
+
+
+def train(recipe: Recipe, output_dir: str | None = None) -> RunResult:
+    """Train the recipe and write every artifact of the run; returns its validation metrics."""
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
+
+    started = time.time()
+    run_dir = run_directory(recipe, output_dir)
+    tokenizer = load_tokenizer(recipe.model)
+    splits = prepare_splits(recipe.data, tokenizer)
+    label_names = splits.info["label_names"]
+    budget_plan = plan(recipe, label_names)
+    budget_plan.check()  # before any weights are loaded
+
+    set_seed(recipe.training.seed)  # the head's initialisation depends on it
+    model = build_lora_model(recipe.model, recipe.lora, label_names)
+    train_set = tokenize(splits.train, tokenizer, recipe.data.max_length)
+    validation_set = tokenize(splits.validation, tokenizer, recipe.data.max_length)
+    callbacks = []
+    if recipe.training.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))
+    checkpoint_dir = run_dir / "checkpoints"
+    trainer = Trainer(model=model, args=training_arguments(recipe, checkpoint_dir), train_dataset=train_set,
+                      eval_dataset=validation_set, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=trainer_scores,
+                      callbacks=callbacks)
+    trainer.train()
+
+    history = epoch_history(trainer.state.log_history)
+    logits = trainer.predict(validation_set).predictions
+    metrics = classification_metrics(splits.validation.labels, logits.argmax(-1), label_names)
+    metrics["best_epoch"] = best_epoch(history)
+    wall = time.time() - started
+    save_run(run_dir, recipe, model, tokenizer, label_names, metrics, history, budget_plan, splits.info, wall)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the best weights are saved in the run itself
+    return RunResult(run_dir, metrics, history, budget_plan, wall)
+
+
+def epoch_history(log_history: list[dict]) -> list[dict]:
+    """One row per epoch from the Trainer's logs: the train-loss log and the evaluation log."""
+    rows: dict[int, dict] = {}
+    for entry in log_history:
+        if "epoch" not in entry:
+            continue
+        row = rows.setdefault(round(entry["epoch"] + 1e-9, 4), {})
+        if "loss" in entry:
+            row.update(train_loss=entry["loss"], learning_rate=entry.get("learning_rate"))
+        for key in ("eval_loss", "eval_accuracy", "eval_f1"):
+            if key in entry:
+                row[key] = entry[key]
+    return [{"epoch": epoch, **row} for epoch, row in sorted(rows.items()) if "eval_accuracy" in row]
+
+
+def best_epoch(history: list[dict]) -> float | None:
+    return max(history, key=lambda row: row["eval_accuracy"])["epoch"] if history else None
+
+
+def save_run(run_dir: Path, recipe: Recipe, model, tokenizer, label_names, metrics, history, budget_plan,
+             data_info, wall) -> None:
+    model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors, head included
+    tokenizer.save_pretrained(run_dir)
+    rundir.write_json(run_dir / rundir.LABELS_JSON, label_names)
+    rundir.write_json(run_dir / rundir.METRICS_JSON, metrics)
+    rundir.write_rows(run_dir / rundir.HISTORY_CSV, history, HISTORY_COLUMNS)
+    plot_history(history, run_dir / "plots")
+    plot_confusion_matrix(metrics["confusion_matrix"], label_names, run_dir / "plots" / "confusion_matrix.png")
+    rundir.write_json(run_dir / rundir.RUN_JSON, {
+        "recipe": recipe.to_dict(),
+        "base_model": resolve_model_path(recipe.model.name),
+        "label_names": label_names,
+        "data": data_info,
+        "parameters": {"trainable": budget_plan.trainable, "total": budget_plan.total,
+                       "budget": budget_plan.budget, "lora": budget_plan.lora, "head": budget_plan.head},
+        "validation": {k: metrics[k] for k in ("accuracy", "f1", "precision", "recall", "n")},
+        "wall_seconds": round(wall, 2),
+        "versions": package_versions(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    })
+
+
+def package_versions() -> dict:
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
