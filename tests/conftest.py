@@ -38,12 +38,12 @@ def agnews_rows(agnews_csv):
 
 @pytest.fixture(scope="session")
 def tiny_roberta(roberta_dir, tmp_path_factory) -> Path:
-    """roberta-base's real config and tokenizer, shrunk to 2 layers of width 32, random weights."""
+    """roberta-base's real config and tokenizer, shrunk to width 32 (12 layers kept), random weights."""
     import torch
     from transformers import AutoConfig, AutoModel
 
     folder = tmp_path_factory.mktemp("tiny-roberta")
-    config = AutoConfig.from_pretrained(roberta_dir, hidden_size=32, num_hidden_layers=2,
+    config = AutoConfig.from_pretrained(roberta_dir, hidden_size=32,
                                         num_attention_heads=2, intermediate_size=64)
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(folder)
