@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_history(history: list[dict], folder: Path) -> list[Path]:
@@ -24,6 +25,7 @@ def plot_history(history: list[dict], folder: Path) -> list[Path]:
             if points:
                 ax.plot(*zip(*points), marker="o", label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()

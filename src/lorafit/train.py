@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 from . import rundir
 from .budget import Plan, plan
 from .config import Recipe
@@ -60,6 +62,7 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path):
         seed=t.seed,
         report_to="none",
         disable_tqdm=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
 
 
