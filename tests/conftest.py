@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,12 @@ SHARED = ROOT.parent / "shared"
 AGNEWS_CSV = SHARED / "data" / "ag_news" / "train.csv"
 ROBERTA_DIR = SHARED / "models" / "roberta-base"
 RECIPES = ROOT / "recipes"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tokenization caches of the tests stay out of the user's ~/.cache (subprocesses inherit it)."""
+    os.environ["LORAFIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled file")
     evaluate.add_argument("run")
+    evaluate.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                       help="auto: bf16 where the hardware has bf16 units")
     evaluate.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
     evaluate.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
     evaluate.add_argument("--label-column", help="default: the run's data.label_column")
@@ -36,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="write a submission file (ID,Label) for unlabelled texts")
     predict.add_argument("run")
+    predict.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                       help="auto: bf16 where the hardware has bf16 units")
     predict.add_argument("--input", required=True, help=".csv/.tsv/.jsonl/.parquet (a pickle needs --trust-pickle)")
     predict.add_argument("--output", default="submission.csv")
     predict.add_argument("--probs", action="store_true", help="add a probability column per class")
@@ -44,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
     classify = commands.add_parser("classify", help="label and probabilities of texts given on the command line")
     classify.add_argument("run")
+    classify.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                       help="auto: bf16 where the hardware has bf16 units")
     classify.add_argument("texts", nargs="+")
     classify.add_argument("--json", action="store_true", help="print one JSON array")
     return parser
@@ -77,7 +83,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .inference import evaluate_file, load_run
 
-    metrics = evaluate_file(load_run(args.run), args.data, trust_pickle=args.trust_pickle,
+    metrics = evaluate_file(load_run(args.run, precision=args.precision), args.data, trust_pickle=args.trust_pickle,
                             text_columns=args.text_columns, label_column=args.label_column)
     if args.json:
         print(json.dumps(metrics))
@@ -93,7 +99,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from .inference import load_run, predict_file
 
-    path = predict_file(load_run(args.run), args.input, args.output, probs=args.probs,
+    path = predict_file(load_run(args.run, precision=args.precision), args.input, args.output, probs=args.probs,
                         trust_pickle=args.trust_pickle, text_columns=args.text_columns)
     print(f"wrote {path}")
     return 0
@@ -102,7 +108,7 @@ def cmd_predict(args) -> int:
 def cmd_classify(args) -> int:
     from .inference import classify, load_run
 
-    results = classify(load_run(args.run), args.texts)
+    results = classify(load_run(args.run, precision=args.precision), args.texts)
     if args.json:
         print(json.dumps(results))
         return 0

@@ -39,6 +39,8 @@ class DataConfig:
     validation_size: float = _f(0.1, "validation rows carved out of the training data: a fraction (<1) or a count")
     validation_file: Optional[str] = _f(None, "a separate labelled file for validation instead of a split")
     limit: Optional[int] = _f(None, "use only this many training rows (stratified sample), for quick runs")
+    pad_to_max_length: bool = _f(False, "pad every example to max_length (the reports' way; slow) instead of per batch")
+    cache_tokenized: bool = _f(True, "keep tokenized data on disk (LORAFIT_CACHE, default ~/.cache/lorafit)")
     seed: int = _f(42, "seed of the validation split and of `limit` sampling")
 
     def __post_init__(self) -> None:
@@ -147,6 +149,9 @@ class TrainingConfig:
     early_stopping_patience: Optional[int] = _f(None, "stop after this many epochs without a better accuracy")
     seed: int = _f(42, "seed of model initialisation, dropout and batch order")
     output_dir: Optional[str] = _f(None, "run directory; default runs/<recipe name>")
+    group_by_length: bool = _f(True, "batch examples of similar length together, so little padding is computed")
+    precision: str = _f("auto", "auto (bf16 autocast where the hardware has bf16 units) | bf16 | fp32")
+    threads: Optional[int] = _f(None, "torch intra-op threads; default: torch's choice (one per core)")
 
     def __post_init__(self) -> None:
         for key in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
@@ -154,6 +159,8 @@ class TrainingConfig:
                 raise LorafitError(f"training.{key} must be positive, got {getattr(self, key)}")
         if not 0 <= self.warmup_ratio < 1:
             raise LorafitError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise LorafitError(f"training.precision '{self.precision}' is not one of: auto, bf16, fp32")
 
 
 @dataclass

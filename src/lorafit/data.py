@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -267,11 +270,49 @@ def prepare_splits(cfg: DataConfig, tokenizer) -> Splits:
     return Splits(train, validation, info)
 
 
-def tokenize(examples: Examples, tokenizer, max_length: int):
-    """A datasets.Dataset of unpadded token ids: padding happens per batch, to the longest row in it."""
+def tokenize(examples: Examples, tokenizer, max_length: int, pad_to_max_length: bool = False,
+             cache: bool = False):
+    """A datasets.Dataset of token ids, unpadded unless asked: padding then happens per batch.
+
+    With `cache`, the result is kept on disk under a key of the tokenizer, the settings and the
+    examples, so a second run with the same data does not tokenize again.
+    """
     import datasets
 
-    encoded = tokenizer(examples.texts, truncation=True, max_length=max_length, verbose=False)
+    folder = cache_root() / "tokenized" / _tokenized_key(examples, tokenizer, max_length, pad_to_max_length)
+    if cache and folder.is_dir():
+        return datasets.load_from_disk(str(folder))
+    encoded = tokenizer(examples.texts, truncation=True, max_length=max_length, verbose=False,
+                        padding="max_length" if pad_to_max_length else False)
     columns = {key: encoded[key] for key in encoded.keys()}
     columns["labels"] = examples.labels
-    return datasets.Dataset.from_dict(columns)
+    dataset = datasets.Dataset.from_dict(columns)
+    if cache:
+        _save_atomically(dataset, folder)
+    return dataset
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LORAFIT_CACHE", Path.home() / ".cache" / "lorafit"))
+
+
+def _tokenized_key(examples: Examples, tokenizer, max_length: int, padded: bool) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # truncation and padding are state that each call changes, not identity
+        state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        identity = json.dumps(state, sort_keys=True)
+    else:
+        identity = f"{tokenizer.name_or_path}/{len(tokenizer)}"
+    digest = hashlib.sha256(identity.encode())
+    digest.update(f"{type(tokenizer).__name__}|{max_length}|{padded}|{examples.fingerprint()}".encode())
+    return digest.hexdigest()[:20]
+
+
+def _save_atomically(dataset, folder: Path) -> None:
+    temporary = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    try:
+        dataset.save_to_disk(str(temporary))
+        os.replace(temporary, folder)
+    except OSError:  # a full or read-only disk costs only the cache, never the run
+        shutil.rmtree(temporary, ignore_errors=True)

@@ -11,6 +11,7 @@ import torch
 from . import rundir
 from .config import recipe_from_dict
 from .data import examples_from_table, join_texts, read_table
+from .device import use_bf16
 from .errors import LorafitError
 from .metrics import classification_metrics
 from .model import build_base_model
@@ -23,14 +24,16 @@ class LoadedRun:
     tokenizer: object
     label_names: list[str]
     info: dict
+    bf16: bool = False
 
     @property
     def recipe(self):
         return recipe_from_dict(self.info["recipe"], source=str(self.run_dir / rundir.RUN_JSON))
 
 
-def load_run(run_dir: str | Path, merge: bool = True) -> LoadedRun:
-    """The base model with the run's adapter and head; LoRA merged into the weights for speed."""
+def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -> LoadedRun:
+    """The base model with the run's adapter and head; LoRA merged into the weights for speed,
+    and bf16 autocast where the hardware has bf16 units (precision='fp32' turns it off)."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -43,7 +46,7 @@ def load_run(run_dir: str | Path, merge: bool = True) -> LoadedRun:
     model = model.merge_and_unload() if merge else model
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
-    return LoadedRun(run_dir, model, tokenizer, label_names, info)
+    return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=use_bf16(precision))
 
 
 def predict_proba(run: LoadedRun, texts: list[str], batch_size: int = 64, max_length: int | None = None,
@@ -58,7 +61,8 @@ def predict_proba(run: LoadedRun, texts: list[str], batch_size: int = 64, max_le
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="predict", unit="batch")
-    with torch.inference_mode():
+    device_type = next(run.model.parameters()).device.type
+    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=run.bf16):
         for start in batches:
             rows = order[start:start + batch_size]
             features = [{key: encoded[key][i] for key in encoded.keys()} for i in rows]

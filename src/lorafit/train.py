@@ -15,6 +15,7 @@ from . import rundir
 from .budget import Plan, plan
 from .config import Recipe
 from .data import prepare_splits, tokenize
+from .device import configure_threads, use_bf16
 from .metrics import classification_metrics, trainer_scores
 from .model import build_lora_model, load_tokenizer, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
@@ -36,11 +37,24 @@ def run_directory(recipe: Recipe, output_dir: str | None = None) -> Path:
     return Path(output_dir or recipe.training.output_dir or Path("runs") / recipe.name)
 
 
-def training_arguments(recipe: Recipe, checkpoint_dir: Path):
+def speed_settings(recipe: Recipe) -> dict:
+    """What makes this run fast, decided once and recorded in run.json."""
+    return {"dynamic_padding": not recipe.data.pad_to_max_length,
+            "group_by_length": recipe.training.group_by_length,
+            "bf16": use_bf16(recipe.training.precision),
+            "tokenization_cache": recipe.data.cache_tokenized,
+            "threads": configure_threads(recipe.training.threads),
+            "device": "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"}
+
+
+def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
     from transformers import TrainingArguments
 
     t = recipe.training
     return TrainingArguments(
+        bf16=speed["bf16"],
+        use_cpu=speed["device"] == "cpu",  # the Trainer takes bf16 on a CPU only when told it is one
+        train_sampling_strategy="group_by_length" if speed["group_by_length"] else "random",
         output_dir=str(checkpoint_dir),
         learning_rate=t.learning_rate,
         num_train_epochs=t.epochs,
@@ -78,26 +92,30 @@ def train(recipe: Recipe, output_dir: str | None = None) -> RunResult:
     budget_plan = plan(recipe, label_names)
     budget_plan.check()  # before any weights are loaded
 
+    speed = speed_settings(recipe)
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
     model = build_lora_model(recipe.model, recipe.lora, label_names)
-    train_set = tokenize(splits.train, tokenizer, recipe.data.max_length)
-    validation_set = tokenize(splits.validation, tokenizer, recipe.data.max_length)
+    train_set, validation_set = (tokenize(part, tokenizer, recipe.data.max_length, recipe.data.pad_to_max_length,
+                                          cache=recipe.data.cache_tokenized)
+                                 for part in (splits.train, splits.validation))
     callbacks = []
     if recipe.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))
     checkpoint_dir = run_dir / "checkpoints"
-    trainer = Trainer(model=model, args=training_arguments(recipe, checkpoint_dir), train_dataset=train_set,
+    trainer = Trainer(model=model, args=training_arguments(recipe, checkpoint_dir, speed), train_dataset=train_set,
                       eval_dataset=validation_set, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=trainer_scores,
                       callbacks=callbacks)
     trainer.train()
 
     history = epoch_history(trainer.state.log_history)
-    logits = trainer.predict(validation_set).predictions
-    metrics = classification_metrics(splits.validation.labels, logits.argmax(-1), label_names)
+    # with group_by_length the Trainer also reorders evaluation rows: take labels from its output
+    output = trainer.predict(validation_set)
+    metrics = classification_metrics(output.label_ids, output.predictions.argmax(-1), label_names)
     metrics["best_epoch"] = best_epoch(history)
     wall = time.time() - started
-    save_run(run_dir, recipe, model, tokenizer, label_names, metrics, history, budget_plan, splits.info, wall)
+    save_run(run_dir, recipe, model, tokenizer, label_names, metrics, history, budget_plan, splits.info, speed,
+             wall)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the best weights are saved in the run itself
     return RunResult(run_dir, metrics, history, budget_plan, wall)
 
@@ -122,7 +140,7 @@ def best_epoch(history: list[dict]) -> float | None:
 
 
 def save_run(run_dir: Path, recipe: Recipe, model, tokenizer, label_names, metrics, history, budget_plan,
-             data_info, wall) -> None:
+             data_info, speed, wall) -> None:
     model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors, head included
     tokenizer.save_pretrained(run_dir)
     rundir.write_json(run_dir / rundir.LABELS_JSON, label_names)
@@ -135,6 +153,7 @@ def save_run(run_dir: Path, recipe: Recipe, model, tokenizer, label_names, metri
         "base_model": resolve_model_path(recipe.model.name),
         "label_names": label_names,
         "data": data_info,
+        "speed": speed,
         "parameters": {"trainable": budget_plan.trainable, "total": budget_plan.total,
                        "budget": budget_plan.budget, "lora": budget_plan.lora, "head": budget_plan.head},
         "validation": {k: metrics[k] for k in ("accuracy", "f1", "precision", "recall", "n")},

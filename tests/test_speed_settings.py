@@ -1,0 +1,72 @@
+"""The fast defaults: per-batch padding, length-grouped batches, bf16 where supported, a tokenization cache."""
+
+import pytest
+
+from lorafit.config import DataConfig, ModelConfig, load_recipe
+from lorafit.data import cache_root, load_examples, tokenize
+from lorafit.device import bf16_supported, use_bf16
+from lorafit.model import load_tokenizer
+from lorafit.train import speed_settings, training_arguments
+
+from conftest import RECIPES
+
+
+class CountingTokenizer:
+    """The real tokenizer, counting how often it is asked to tokenize."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+@pytest.fixture(scope="module")
+def sample(agnews_csv, roberta_dir):
+    examples = load_examples(DataConfig(train=str(agnews_csv))).subset(range(300))
+    return examples, load_tokenizer(ModelConfig(name=str(roberta_dir)))
+
+
+def test_tokenized_data_is_cached_on_disk_and_reused(sample):
+    examples, tokenizer = sample
+    counting = CountingTokenizer(tokenizer)
+    first = tokenize(examples, counting, 128, cache=True)
+    second = tokenize(examples, counting, 128, cache=True)
+    assert counting.calls == 1
+    assert first["input_ids"] == second["input_ids"] and second["labels"] == examples.labels
+    assert any((cache_root() / "tokenized").iterdir())
+    tokenize(examples, counting, 64, cache=True)  # another max_length is another entry
+    assert counting.calls == 2
+
+
+def test_default_padding_is_per_batch_and_the_reports_padding_is_available(sample):
+    examples, tokenizer = sample
+    dynamic = tokenize(examples, tokenizer, 256)
+    padded = tokenize(examples, tokenizer, 256, pad_to_max_length=True)
+    assert {len(ids) for ids in padded["input_ids"]} == {256}
+    lengths = [len(ids) for ids in dynamic["input_ids"]]
+    assert max(lengths) <= 256 and sum(lengths) / len(lengths) < 100
+
+
+def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path):
+    recipe = load_recipe(RECIPES / "quickstart.yaml")
+    speed = speed_settings(recipe)
+    assert speed["group_by_length"] and speed["dynamic_padding"] and speed["tokenization_cache"]
+    assert speed["bf16"] == bf16_supported()
+    args = training_arguments(recipe, tmp_path, speed)
+    assert args.train_sampling_strategy == "group_by_length"
+    assert args.bf16 == bf16_supported()
+    reports = load_recipe(RECIPES / "quickstart.yaml", ["training.group_by_length=false",
+                                                        "training.precision=fp32", "data.pad_to_max_length=true"])
+    slow = speed_settings(reports)
+    assert not (slow["group_by_length"] or slow["bf16"] or slow["dynamic_padding"])
+    assert training_arguments(reports, tmp_path, slow).train_sampling_strategy == "random"
+
+
+def test_precision_setting():
+    assert use_bf16("bf16") and not use_bf16("fp32")
+    assert use_bf16("auto") == bf16_supported()
