@@ -1,11 +1,12 @@
 # make quickstart   create .venv, install, train recipes/quickstart.yaml (DATA=path for a local file)
 # make test         the whole test suite (what CI runs)
+# make bench        speed: the reports' pipeline against lorafit's defaults -> bench/RESULTS.md
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?=
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install quickstart test clean
+.PHONY: install quickstart test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +28,9 @@ quickstart: install
 
 test: install
 	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/bench.py
 
 clean:
 	rm -rf runs .pytest_cache

