@@ -204,7 +204,12 @@ def make_random_roberta() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and rows (a smoke run)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
     options = parser.parse_args()
+    if options.report_only:
+        results = json.loads((ROOT / "bench" / "results.json").read_text())
+        (ROOT / "bench" / "RESULTS.md").write_text(report(results, options.quick))
+        return
     if not AGNEWS.is_file() or not ROBERTA.is_dir():
         raise SystemExit(f"bench needs {AGNEWS} and {ROBERTA}")
     WORK.mkdir(parents=True, exist_ok=True)
@@ -293,7 +298,27 @@ def report(r: dict, quick: bool) -> str:
     lines += ["", f"Accuracy difference: {100 * (q['lorafit']['accuracy'] - q['reports']['accuracy']):+.2f} points. "
               f"lorafit's predictions (merged, bf16) agree with the unmerged fp32 model's on "
               f"{100 * r['agreement']:.2f}% of a 2,000-row slice.", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + goals(r))
+
+
+def goals(r: dict) -> list[str]:
+    """Each goal of the speed issue, met or missed, and by how much."""
+    def ratio(kind: str, model: str) -> float:
+        return r[kind][f"{model}/lorafit"]["examples_per_s"] / r[kind][f"{model}/reports"]["examples_per_s"]
+
+    rows = [(f"training throughput ≥ 10×, {m}", ratio("training", m), 10) for m in MODELS]
+    rows += [(f"inference throughput ≥ 15×, {m}", ratio("inference", m), 15) for m in MODELS]
+    small, large = (row["peak_rss_mb"] for row in r["memory_by_rows"].values())
+    gap = 100 * abs(r["quality"]["lorafit"]["accuracy"] - r["quality"]["reports"]["accuracy"])
+    lines = ["## Goals", "", "| goal | measured | met |", "| --- | ---: | --- |"]
+    lines += [f"| {name} | {value:.1f}× | {'yes' if value >= target else f'no, short by {target - value:.1f}×'} |"
+              for name, value, target in rows]
+    lines += [f"| peak memory flat from 2k to 10k rows (within 10%) | {small:.0f} → {large:.0f} MB | "
+              f"{'yes' if large <= 1.1 * small else 'no'} |",
+              f"| accuracy within 0.5 points | {gap:.2f} points | {'yes' if gap <= 0.5 else 'no'} |",
+              f"| prediction agreement ≥ 99.5% | {100 * r['agreement']:.2f}% | "
+              f"{'yes' if r['agreement'] >= 0.995 else 'no'} |", ""]
+    return lines
 
 
 if __name__ == "__main__":
