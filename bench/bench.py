@@ -120,9 +120,9 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
     """Examples/s of prediction over `rows` texts; predictions saved for the agreement check."""
     import numpy as np
     import pandas as pd
-    import torch
 
     from lorafit.config import load_recipe
+    from lorafit.device import use_bf16
     from lorafit.inference import LoadedRun, load_run, predict_proba
     from lorafit.model import build_lora_model, load_tokenizer
 
@@ -133,8 +133,6 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
         recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, 100, 32))
         model = build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"])
         model = (model.merge_and_unload() if pipeline == "lorafit" else model).eval()
-        from lorafit.device import use_bf16
-
         run = LoadedRun(WORK, model, load_tokenizer(recipe.model), ["a", "b", "c", "d"],
                         {"recipe": recipe.to_dict()}, bf16=pipeline == "lorafit" and use_bf16("auto"))
     start = time.perf_counter()

@@ -18,10 +18,10 @@ import yaml
 from .errors import LorafitError
 
 
-def _f(default: Any, help: str, **kwargs: Any) -> Any:
+def _f(default: Any, help: str) -> Any:
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
