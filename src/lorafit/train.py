@@ -19,6 +19,7 @@ from .device import configure_threads, use_bf16
 from .metrics import classification_metrics, trainer_scores
 from .model import build_lora_model, load_tokenizer, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
+from .speedups import cast_frozen_linears, install_cpu_dropout
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "learning_rate"]
 VERSIONED = ["lorafit", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn"]
@@ -39,12 +40,23 @@ def run_directory(recipe: Recipe, output_dir: str | None = None) -> Path:
 
 def speed_settings(recipe: Recipe) -> dict:
     """What makes this run fast, decided once and recorded in run.json."""
+    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     return {"dynamic_padding": not recipe.data.pad_to_max_length,
             "group_by_length": recipe.training.group_by_length,
             "bf16": use_bf16(recipe.training.precision),
             "tokenization_cache": recipe.data.cache_tokenized,
             "threads": configure_threads(recipe.training.threads),
-            "device": "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"}
+            "cpu_dropout": recipe.training.cpu_dropout and device == "cpu",
+            "device": device}
+
+
+def apply_speedups(model, speed: dict):
+    """The model-level speed settings: cheap CPU dropout, frozen linear weights stored in bf16."""
+    if speed["cpu_dropout"]:
+        install_cpu_dropout(model)
+    if speed["bf16"] and speed["device"] == "cpu":
+        cast_frozen_linears(model)
+    return model
 
 
 def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
@@ -94,7 +106,7 @@ def train(recipe: Recipe, output_dir: str | None = None) -> RunResult:
 
     speed = speed_settings(recipe)
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
-    model = build_lora_model(recipe.model, recipe.lora, label_names)
+    model = apply_speedups(build_lora_model(recipe.model, recipe.lora, label_names), speed)
     train_set, validation_set = (tokenize(part, tokenizer, recipe.data.max_length, recipe.data.pad_to_max_length,
                                           cache=recipe.data.cache_tokenized)
                                  for part in (splits.train, splits.validation))
