@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .config import Recipe
 from .errors import LorafitError
@@ -21,6 +21,7 @@ class Plan:
     other: int
     lora_by_target: dict = field(default_factory=dict)  # module name inside a layer -> {layer: params}
     lora_outside_layers: dict = field(default_factory=dict)  # full module path -> params
+    lora_modules: dict = field(default_factory=dict)  # full module path -> params, every adapted module
     head_modules: dict = field(default_factory=dict)
     other_modules: dict = field(default_factory=dict)
 
@@ -61,14 +62,16 @@ def plan(recipe: Recipe, label_names: list[str] | None = None) -> Plan:
     outside: dict = defaultdict(int)
     head_modules: dict = defaultdict(int)
     other_modules: dict = defaultdict(int)
+    lora_modules: dict = defaultdict(int)
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         path = name.removeprefix("base_model.model.")
         n = parameter.numel()
-        if ".lora_" in path:
+        if ".lora_" in path or path.endswith(".ranknum." + path.rsplit(".", 1)[-1]):
             counts["lora"] += n
-            module = path.split(".lora_")[0]
+            module = path.split(".lora_")[0].split(".ranknum.")[0]
+            lora_modules[module] += n
             located = layer_of(module)
             if located:
                 by_target[located[1]][located[0]] += n
@@ -82,7 +85,7 @@ def plan(recipe: Recipe, label_names: list[str] | None = None) -> Plan:
             other_modules[path.rsplit(".", 1)[0]] += n
     return Plan(model=recipe.model.name, trainable=trainable, total=total, budget=recipe.budget.max_trainable,
                 **counts, lora_by_target={k: dict(v) for k, v in by_target.items()},
-                lora_outside_layers=dict(outside), head_modules=dict(head_modules),
+                lora_outside_layers=dict(outside), lora_modules=dict(lora_modules), head_modules=dict(head_modules),
                 other_modules=dict(other_modules))
 
 
@@ -115,3 +118,86 @@ def _spans(indices: list[int]) -> str:
             spans.append(str(start) if start == index else f"{start}-{index}")
             start = None
     return ",".join(spans)
+
+
+@dataclass
+class RankOption:
+    """One way to spend the budget on LoRA ranks: r everywhere, except where rank_pattern says."""
+    name: str
+    summary: str
+    r: int
+    rank_pattern: dict
+    trainable: int
+
+
+def fill_budget(recipe: Recipe, budget: int | None = None, label_names: list[str] | None = None) -> list[RankOption]:
+    """The largest ranks that fit the budget on the recipe's targets: uniform, uniform topped up
+    module by module (top layers first), and ranks growing with depth. Counts come from `plan`."""
+    budget = budget or recipe.budget.max_trainable
+    label_names = label_names or label_names_for_plan(recipe)
+    count = lambda r, pattern=None: plan(with_ranks(recipe, r, pattern or {}), label_names).trainable  # noqa: E731
+    one, two = plan(with_ranks(recipe, 1, {}), label_names), plan(with_ranks(recipe, 2, {}), label_names)
+    per_rank = {m: two.lora_modules[m] - one.lora_modules[m] for m in one.lora_modules}
+    fixed = one.trainable - sum(per_rank.values())  # head, biases, DoRA magnitudes: independent of rank
+    uniform = (budget - fixed) // sum(per_rank.values())
+    if uniform < 1:
+        raise LorafitError(f"even rank 1 on these targets needs {one.trainable:,} trainable parameters, over the "
+                           f"budget of {budget:,}: drop targets or choose a smaller head (model.head)")
+    options = [RankOption("uniform", f"r={uniform} on every target", uniform, {}, count(uniform))]
+    top_up = _top_up(per_rank, uniform, budget - options[0].trainable)
+    if top_up:
+        options.append(RankOption("per-module", f"r={uniform}, r={uniform + 1} on {len(top_up)} modules of the top "
+                                  "layers", uniform, top_up, count(uniform, top_up)))
+    by_layer = _growing_with_depth(per_rank, uniform, budget - fixed)
+    if by_layer:
+        ranks = sorted(set(by_layer.values()))
+        options.append(RankOption("per-layer", f"r growing with depth, {ranks[0]} to {ranks[-1]}", uniform,
+                                  by_layer, count(uniform, by_layer)))
+    return [o for o in options if o.trainable <= budget]
+
+
+def with_ranks(recipe: Recipe, r: int, rank_pattern: dict) -> Recipe:
+    return replace(recipe, lora=replace(recipe.lora, r=r, rank_pattern=rank_pattern))
+
+
+def pattern_key(module: str) -> str:
+    """The shortest readable key PEFT matches to this module alone: from the layer list on."""
+    parts = module.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i].isdigit():
+            return ".".join(parts[i - 1:])
+    return module
+
+
+def _top_up(per_rank: dict, r: int, left: int) -> dict:
+    pattern = {}
+    for module in sorted(per_rank, key=lambda m: -(layer_of(m) or (-1, ""))[0]):
+        if per_rank[module] <= left:
+            pattern[pattern_key(module)] = r + 1
+            left -= per_rank[module]
+    return pattern
+
+
+def _growing_with_depth(per_rank: dict, r: int, room: int) -> dict:
+    """Ranks proportional to layer depth (layer i of n gets about top*(i+1)/n), the largest top that fits."""
+    layers = {m: (layer_of(m) or (None, ""))[0] for m in per_rank}
+    depth = max((i for i in layers.values() if i is not None), default=None)
+    if depth is None or depth == 0:
+        return {}
+
+    def ranks(top: int) -> dict:
+        return {m: max(1, round(top * (i + 1) / (depth + 1))) if i is not None else r for m, i in layers.items()}
+
+    top = r
+    while sum(per_rank[m] * k for m, k in ranks(top + 1).items()) <= room:
+        top += 1
+    chosen = ranks(top)
+    if sum(per_rank[m] * k for m, k in chosen.items()) > room:
+        return {}
+    return {pattern_key(m): k for m, k in chosen.items() if k != r}
+
+
+def format_options(options: list[RankOption], budget: int) -> str:
+    lines = [f"{'option':<11} {'trainable':>10}  {'of budget':>9}  ranks"]
+    lines += [f"{o.name:<11} {o.trainable:>10,}  {100 * o.trainable / budget:>8.2f}%  {o.summary}" for o in options]
+    return "\n".join(lines)

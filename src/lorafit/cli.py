@@ -20,6 +20,11 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("recipe")
     plan.add_argument("overrides", nargs="*", metavar="key.sub=value")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--fill-budget", nargs="?", type=int, const=0, metavar="N",
+                      help="the largest LoRA ranks that fit N trainable parameters (default: budget.max_trainable)")
+    plan.add_argument("--option", default="uniform", choices=["uniform", "per-module", "per-layer"],
+                      help="with --apply: which --fill-budget option to write")
+    plan.add_argument("--apply", metavar="NEW_RECIPE", help="with --fill-budget: write the option as a new recipe")
 
     train = commands.add_parser("train", help="train a recipe and write a run directory")
     train.add_argument("recipe")
@@ -47,6 +52,8 @@ def _run_command(commands, name: str, help: str, reads_files: bool = False) -> a
     """A command that loads a finished run directory."""
     command = commands.add_parser(name, help=help)
     command.add_argument("run")
+    command.add_argument("--ensemble", nargs="+", default=[], metavar="RUN",
+                         help="more runs (same labels) whose class probabilities are averaged with RUN's")
     command.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                          help="auto: bf16 where the hardware has bf16 units")
     if reads_files:
@@ -59,12 +66,41 @@ def cmd_plan(args) -> int:
     from .budget import format_plan, plan
     from .config import load_recipe
 
-    result = plan(load_recipe(args.recipe, args.overrides))
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.fill_budget is not None:
+        return _fill_budget(recipe, args)
+    if args.apply:
+        raise LorafitError("--apply needs --fill-budget")
+    result = plan(recipe)
     print(json.dumps(result.to_dict()) if args.json else format_plan(result))
     if not result.fits:
         print(f"lorafit: error: {result.trainable:,} trainable parameters exceed the budget of {result.budget:,}",
               file=sys.stderr)
         return LorafitError.exit_code
+    return 0
+
+
+def _fill_budget(recipe, args) -> int:
+    from dataclasses import replace
+
+    from .budget import fill_budget, format_options, with_ranks
+    from .config import write_recipe
+
+    budget = args.fill_budget or recipe.budget.max_trainable
+    options = fill_budget(recipe, budget)
+    if args.json:
+        print(json.dumps([o.__dict__ for o in options]))
+    else:
+        print(format_options(options, budget))
+    if args.apply:
+        chosen = {o.name: o for o in options}.get(args.option)
+        if chosen is None:
+            raise LorafitError(f"option '{args.option}' does not fit the budget here; choose one of the table")
+        new = with_ranks(recipe, chosen.r, chosen.rank_pattern)
+        new = replace(new, budget=replace(new.budget, max_trainable=budget))
+        path = write_recipe(new, args.apply, f"lorafit plan {args.recipe} --fill-budget {budget} "
+                                             f"--option {args.option}: {chosen.trainable:,} trainable")
+        print(f"wrote {path}")
     return 0
 
 
@@ -80,10 +116,16 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
-    from .inference import evaluate_file, load_run
+def _load(args):
+    from .inference import load_runs
 
-    metrics = evaluate_file(load_run(args.run, precision=args.precision), args.data, trust_pickle=args.trust_pickle,
+    return load_runs([args.run, *args.ensemble], precision=args.precision)
+
+
+def cmd_evaluate(args) -> int:
+    from .inference import evaluate_file
+
+    metrics = evaluate_file(_load(args), args.data, trust_pickle=args.trust_pickle,
                             text_columns=args.text_columns, label_column=args.label_column)
     if args.json:
         print(json.dumps(metrics))
@@ -97,18 +139,18 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .inference import load_run, predict_file
+    from .inference import predict_file
 
-    path = predict_file(load_run(args.run, precision=args.precision), args.input, args.output, probs=args.probs,
+    path = predict_file(_load(args), args.input, args.output, probs=args.probs,
                         trust_pickle=args.trust_pickle, text_columns=args.text_columns)
     print(f"wrote {path}")
     return 0
 
 
 def cmd_classify(args) -> int:
-    from .inference import classify, load_run
+    from .inference import classify
 
-    results = classify(load_run(args.run, precision=args.precision), args.texts)
+    results = classify(_load(args), args.texts)
     if args.json:
         print(json.dumps(results))
         return 0
@@ -123,7 +165,13 @@ COMMANDS = {"plan": cmd_plan, "train": cmd_train, "evaluate": cmd_evaluate, "pre
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting positional overrides at the first option: take the later ones too
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # raised inside PEFT for every model it wraps; nothing a user can act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

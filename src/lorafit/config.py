@@ -48,9 +48,7 @@ class DataConfig:
             self.text_columns = [self.text_columns]
         if not self.text_columns:
             raise LorafitError("data.text_columns must name at least one column")
-        formats = ("auto", "csv", "tsv", "jsonl", "parquet", "agnews_csv")
-        if self.format not in formats:
-            raise LorafitError(f"data.format '{self.format}' is not one of: {', '.join(formats)}")
+        _check_choice("data.format", self.format, ("auto", "csv", "tsv", "jsonl", "parquet", "agnews_csv"))
         if self.max_length < 8:
             raise LorafitError(f"data.max_length must be at least 8, got {self.max_length}")
         if self.length_percentiles is not None:
@@ -75,8 +73,11 @@ class ModelConfig:
     attention_dropout: Optional[float] = _f(None, "override the encoder's attention dropout probability")
     classifier_dropout: Optional[float] = _f(None, "an extra dropout applied to the classifier head's input")
     trust_remote_code: bool = _f(False, "allow model code from the hub (only for models you trust)")
+    head: str = _f("default", "classifier head: default (the model's own, as the reports) | linear (one linear "
+                              "layer on the first token) | lora-dense (the head's dense layer adapted with LoRA)")
 
     def __post_init__(self) -> None:
+        _check_choice("model.head", self.head, ("default", "linear", "lora-dense"))
         for key in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
             value = getattr(self, key)
             if value is not None and not 0 <= value < 1:
@@ -93,12 +94,26 @@ class LoraSettings:
         ["query", "value"],
         "modules to adapt: a name (`query`), a full module path, or {modules: [...], layers: [...]}",
     )
+    rank_pattern: dict = _f({}, "per-module ranks overriding r: {module path suffix or regex: rank}")
+    alpha_pattern: dict = _f({}, "per-module lora_alpha overriding it: {module path suffix or regex: alpha}")
+    use_rslora: bool = _f(False, "rank-stabilised LoRA: scale by lora_alpha/sqrt(r) instead of lora_alpha/r")
+    use_dora: bool = _f(False, "DoRA: also train a magnitude per output feature of each adapted module")
+    init: str = _f("default", "initialisation of A and B: default (B=0) | gaussian | orthogonal (even r)")
+    variant: str = _f("lora", "lora | adalora (ranks start at r and are pruned to adalora_target_r)")
+    adalora_target_r: int = _f(4, "AdaLoRA: average rank left after pruning")
 
     def __post_init__(self) -> None:
         if self.r < 1:
             raise LorafitError(f"lora.r must be at least 1, got {self.r}")
-        if self.bias not in ("none", "all", "lora_only"):
-            raise LorafitError(f"lora.bias '{self.bias}' is not one of: none, all, lora_only")
+        _check_choice("lora.init", self.init, ("default", "gaussian", "orthogonal"))
+        _check_choice("lora.variant", self.variant, ("lora", "adalora"))
+        if self.variant == "adalora" and (self.use_dora or self.rank_pattern or not 1 <= self.adalora_target_r <= self.r):
+            raise LorafitError("lora.variant=adalora takes no use_dora or rank_pattern, and needs "
+                               f"1 <= lora.adalora_target_r <= lora.r (got {self.adalora_target_r} and {self.r})")
+        for key, value in self.rank_pattern.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise LorafitError(f"lora.rank_pattern['{key}'] must be a rank of at least 1, got {value!r}")
+        _check_choice("lora.bias", self.bias, ("none", "all", "lora_only"))
         if not 0 <= self.lora_dropout < 1:
             raise LorafitError(f"lora.lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if isinstance(self.targets, str):
@@ -107,6 +122,11 @@ class LoraSettings:
             raise LorafitError("lora.targets must name at least one module")
         for i, target in enumerate(self.targets):
             _check_target(target, f"lora.targets[{i}]")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise LorafitError(f"{key} '{value}' is not one of: {', '.join(choices)}")
 
 
 def _check_target(target: Any, where: str) -> None:
@@ -194,6 +214,17 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise LorafitError(f"recipe {path} must be a mapping of sections, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
     return recipe_from_dict(apply_overrides(raw, overrides), source=str(path))
+
+
+def write_recipe(recipe: Recipe, path: str | Path, comment: str) -> Path:
+    """A recipe file that loads back to `recipe`; refuses to replace an existing file."""
+    from .rundir import write_text
+
+    path = Path(path)
+    if path.exists():
+        raise LorafitError(f"{path} already exists; choose another name")
+    text = "".join(f"# {line}\n" for line in comment.splitlines())
+    return write_text(path, text + yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:

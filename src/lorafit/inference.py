@@ -14,7 +14,7 @@ from .data import examples_from_table, join_texts, read_table
 from .device import use_bf16
 from .errors import LorafitError
 from .metrics import classification_metrics
-from .model import build_base_model
+from .model import apply_head, build_base_model
 from .speedups import cast_frozen_linears
 
 
@@ -43,6 +43,7 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
     recipe = recipe_from_dict(info["recipe"], source=str(run_dir / rundir.RUN_JSON))
     label_names = info["label_names"]
     base = build_base_model(recipe.model, label_names)
+    apply_head(base, recipe.model.head)
     bf16 = use_bf16(precision)
     model = for_inference(PeftModel.from_pretrained(base, run_dir), merge, bf16)
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
@@ -106,28 +107,47 @@ def length_batches(lengths: list[int], max_tokens: int, max_rows: int) -> list[n
     return batches
 
 
-def evaluate_file(run: LoadedRun, path: str, trust_pickle: bool = False, **data_overrides) -> dict:
-    """The run's validation metrics, computed on any labelled file with the run's column options."""
+def load_runs(run_dirs: list[str], merge: bool = True, precision: str = "auto") -> list[LoadedRun]:
+    """Several runs for an ensemble: they must share the label names, in the same order."""
+    runs = [load_run(d, merge, precision) for d in run_dirs]
+    for other in runs[1:]:
+        if other.label_names != runs[0].label_names:
+            raise LorafitError(f"run {other.run_dir} has labels {other.label_names} but run {runs[0].run_dir} has "
+                               f"{runs[0].label_names}: an ensemble needs the same labels in the same order")
+    return runs
+
+
+def ensemble_proba(runs: LoadedRun | list[LoadedRun], texts: list[str], progress: bool = False) -> np.ndarray:
+    """Class probabilities averaged over the runs (one run: its own probabilities)."""
+    runs = runs if isinstance(runs, list) else [runs]
+    return np.mean([predict_proba(run, texts, progress=progress) for run in runs], axis=0)
+
+
+def evaluate_file(runs: LoadedRun | list[LoadedRun], path: str, trust_pickle: bool = False,
+                  **data_overrides) -> dict:
+    """Validation metrics on any labelled file, with the (first) run's column options."""
+    run = runs[0] if isinstance(runs, list) else runs
     data = run.recipe.data
     for key, value in data_overrides.items():
         if value is not None:
             setattr(data, key, value)
     table = read_table(path, data.format, trust_pickle=trust_pickle)
     examples = examples_from_table(table, data, where=str(path), label_names=run.label_names)
-    predictions = predict_proba(run, examples.texts, progress=True).argmax(-1)
+    predictions = ensemble_proba(runs, examples.texts, progress=True).argmax(-1)
     return classification_metrics(examples.labels, predictions, run.label_names)
 
 
-def predict_file(run: LoadedRun, input_path: str, output_path: str, probs: bool = False,
+def predict_file(runs: LoadedRun | list[LoadedRun], input_path: str, output_path: str, probs: bool = False,
                  trust_pickle: bool = False, text_columns: list[str] | None = None,
                  id_column: str = "id") -> Path:
     """A Kaggle-style submission: ID,Label (label index), with a probability column per class if asked."""
     import pandas as pd
 
+    run = runs[0] if isinstance(runs, list) else runs
     data = run.recipe.data
     table = read_table(input_path, trust_pickle=trust_pickle)
     texts = join_texts(table, text_columns or data.text_columns, where=str(input_path))
-    probabilities = predict_proba(run, texts, progress=True)
+    probabilities = ensemble_proba(runs, texts, progress=True)
     ids = _id_column(table, id_column)
     submission = pd.DataFrame({"ID": ids, "Label": probabilities.argmax(-1)})
     if probs:
@@ -143,11 +163,12 @@ def _id_column(table, id_column: str) -> list:
     return list(range(len(table)))
 
 
-def classify(run: LoadedRun, texts: list[str]) -> list[dict]:
+def classify(runs: LoadedRun | list[LoadedRun], texts: list[str]) -> list[dict]:
     """Label and class probabilities for each text."""
     if not texts or any(not t.strip() for t in texts):
         raise LorafitError("give at least one non-empty text to classify")
-    probabilities = predict_proba(run, texts)
-    return [{"text": text, "label": run.label_names[int(row.argmax())], "index": int(row.argmax()),
-             "probabilities": {name: float(p) for name, p in zip(run.label_names, row)}}
+    names = (runs[0] if isinstance(runs, list) else runs).label_names
+    probabilities = ensemble_proba(runs, texts)
+    return [{"text": text, "label": names[int(row.argmax())], "index": int(row.argmax()),
+             "probabilities": {name: float(p) for name, p in zip(names, row)}}
             for text, row in zip(texts, probabilities)]

@@ -131,11 +131,69 @@ def _match_in_layers(linear: list[str], name: str, layers: list[int] | None) -> 
     return found
 
 
-def lora_config(settings: LoraSettings, target_modules: list[str]):
-    from peft import LoraConfig, TaskType
+def lora_config(settings: LoraSettings, target_modules: list[str], modules_to_save: list[str] | None = None,
+                total_steps: int = 1000):
+    """PEFT's config. With `modules_to_save` the head is named explicitly (no task type, which
+    would make the whole head trainable); AdaLoRA needs the number of training steps."""
+    from peft import AdaLoraConfig, LoraConfig, TaskType
 
-    return LoraConfig(task_type=TaskType.SEQ_CLS, r=settings.r, lora_alpha=settings.lora_alpha,
-                      lora_dropout=settings.lora_dropout, bias=settings.bias, target_modules=target_modules)
+    common = dict(task_type=None if modules_to_save else TaskType.SEQ_CLS, modules_to_save=modules_to_save,
+                  lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout, bias=settings.bias,
+                  target_modules=target_modules, use_rslora=settings.use_rslora,
+                  init_lora_weights=True if settings.init == "default" else settings.init)
+    if settings.variant == "adalora":
+        # prune ranks between 10% and 70% of training, then let the final ranks settle
+        return AdaLoraConfig(**common, init_r=settings.r, target_r=settings.adalora_target_r,
+                             total_step=total_steps, tinit=total_steps // 10, tfinal=3 * total_steps // 10,
+                             deltaT=max(1, total_steps // 50))
+    return LoraConfig(**common, r=settings.r, rank_pattern=dict(settings.rank_pattern),
+                      alpha_pattern=dict(settings.alpha_pattern), use_dora=settings.use_dora)
+
+
+class FirstTokenLinear(torch.nn.Module):
+    """The `linear` head: dropout and one linear layer on the first token's final hidden state."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float, init_std: float):
+        super().__init__()
+        self.dropout = torch.nn.Dropout(dropout)
+        self.out_proj = torch.nn.Linear(hidden_size, num_labels)
+        torch.nn.init.normal_(self.out_proj.weight, std=init_std)
+        torch.nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, features: torch.Tensor, **_) -> torch.Tensor:
+        return self.out_proj(self.dropout(features[:, 0]))
+
+
+class FirstToken(torch.nn.Module):
+    """Stands in for a BERT pooler: the first token's hidden state, without the dense layer."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states[:, 0]
+
+
+def apply_head(model, head: str) -> dict:
+    """Reshape the classifier for `model.head`; returns the LoRA targets and trainable modules it
+    adds: {"targets": [...], "modules_to_save": [...] or None (the task type's default)}."""
+    if head == "default":
+        return {"targets": [], "modules_to_save": None}
+    classifier = getattr(model, "classifier", None)
+    encoder = getattr(model, model.base_model_prefix, None)
+    pooler_dense = getattr(getattr(encoder, "pooler", None), "dense", None)
+    config = model.config
+    if classifier is not None and hasattr(classifier, "dense") and hasattr(classifier, "out_proj"):
+        if head == "linear":  # RoBERTa-style head: dense + tanh + out_proj on the first token
+            device = next(classifier.parameters()).device
+            with torch.device(device):
+                model.classifier = FirstTokenLinear(config.hidden_size, config.num_labels,
+                                                    classifier.dropout.p, config.initializer_range)
+            return {"targets": [], "modules_to_save": None}
+        return {"targets": ["classifier.dense"], "modules_to_save": ["classifier.out_proj"]}
+    if isinstance(classifier, torch.nn.Linear) and pooler_dense is not None:  # BERT-style: pooler + linear
+        if head == "linear":
+            encoder.pooler = FirstToken()
+            return {"targets": [], "modules_to_save": None}
+        return {"targets": [f"{model.base_model_prefix}.pooler.dense"], "modules_to_save": ["classifier"]}
+    raise LorafitError(f"model.head={head} is not available for {type(model).__name__}; use model.head=default")
 
 
 def add_classifier_dropout(peft_model, probability: float) -> None:
@@ -156,13 +214,15 @@ def _classifier_module(peft_model) -> torch.nn.Module:
     raise LorafitError(f"model.classifier_dropout: no classifier head found in {type(base).__name__}")
 
 
-def build_lora_model(model_cfg: ModelConfig, lora: LoraSettings, label_names: list[str], weights: bool = True):
+def build_lora_model(model_cfg: ModelConfig, lora: LoraSettings, label_names: list[str], weights: bool = True,
+                     total_steps: int = 1000):
     """The PEFT model to train: frozen encoder + LoRA on the targets + the trainable head."""
     from peft import get_peft_model
 
     base = build_base_model(model_cfg, label_names, weights=weights)
-    targets = resolve_targets(base, lora.targets)
-    model = get_peft_model(base, lora_config(lora, targets))
+    head = apply_head(base, model_cfg.head)
+    targets = resolve_targets(base, lora.targets) + head["targets"]
+    model = get_peft_model(base, lora_config(lora, targets, head["modules_to_save"], total_steps))
     if model_cfg.classifier_dropout:
         add_classifier_dropout(model, model_cfg.classifier_dropout)
     return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import shutil
 import time
@@ -10,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from . import rundir
 from .budget import Plan, plan
@@ -48,6 +50,21 @@ def speed_settings(recipe: Recipe) -> dict:
             "threads": configure_threads(recipe.training.threads),
             "cpu_dropout": recipe.training.cpu_dropout and device == "cpu",
             "device": device}
+
+
+def optimizer_steps(recipe: Recipe, train_rows: int) -> int:
+    t = recipe.training
+    return max(1, math.ceil(math.ceil(train_rows / t.batch_size) / t.gradient_accumulation_steps * t.epochs))
+
+
+class AdaLoraAllocation(TrainerCallback):
+    """AdaLoRA re-allocates ranks from the gradients: after each optimizer step, before they are zeroed."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def on_optimizer_step(self, args, state, control, **_):
+        self.model.base_model.update_and_allocate(state.global_step)
 
 
 def apply_speedups(model, speed: dict):
@@ -106,11 +123,12 @@ def train(recipe: Recipe, output_dir: str | None = None) -> RunResult:
 
     speed = speed_settings(recipe)
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
-    model = apply_speedups(build_lora_model(recipe.model, recipe.lora, label_names), speed)
+    model = apply_speedups(build_lora_model(recipe.model, recipe.lora, label_names,
+                                            total_steps=optimizer_steps(recipe, len(splits.train))), speed)
     train_set, validation_set = (tokenize(part, tokenizer, recipe.data.max_length, recipe.data.pad_to_max_length,
                                           cache=recipe.data.cache_tokenized)
                                  for part in (splits.train, splits.validation))
-    callbacks = []
+    callbacks = [AdaLoraAllocation(model)] if recipe.lora.variant == "adalora" else []
     if recipe.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))
     checkpoint_dir = run_dir / "checkpoints"
