@@ -1,12 +1,14 @@
 # make quickstart   create .venv, install, train recipes/quickstart.yaml (DATA=path for a local file)
 # make test         the whole test suite (what CI runs)
 # make bench        speed: the reports' pipeline against lorafit's defaults -> bench/RESULTS.md
+# make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
+#                   (make accuracy-search first runs the hyperparameter search it reports)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?=
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install quickstart test bench clean
+.PHONY: install quickstart test bench accuracy accuracy-search clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +33,12 @@ test: install
 
 bench: install
 	$(PY) bench/bench.py
+
+accuracy-search: install
+	$(PY) bench/accuracy.py --search
+
+accuracy: install
+	$(PY) bench/accuracy.py
 
 clean:
 	rm -rf runs .pytest_cache

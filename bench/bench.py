@@ -2,7 +2,7 @@
 
 The reports' pipeline: HF Trainer + PEFT, every example padded to 256 tokens, random batches,
 fp32, and prediction with the unmerged adapter. lorafit's: per-batch padding, length-grouped
-batches, bf16 autocast where the CPU has bf16 units, merged weights for inference.
+batches, bf16 autocast where the CPU has bf16 units, cheap CPU dropout, merged weights for inference.
 Each measurement runs in its own subprocess so that peak memory (max RSS) is its own.
 Writes bench/RESULTS.md and bench/results.json.
 """
@@ -289,7 +289,9 @@ def report(r: dict, quick: bool) -> str:
              f"bf16 {peak['bfloat16']:.0f} GFLOP/s.", "",
              "**reports** = HF Trainer + PEFT, padded to 256 tokens, random batches, fp32, unmerged adapter. "
              "**lorafit** = the defaults: per-batch padding, length-grouped batches, bf16 autocast where the "
-             "CPU has bf16 units, merged weights for inference. Same data (AG News slice), LoRA r=8 on "
+             "CPU has bf16 units with the frozen linear weights stored in bf16, cheap CPU dropout "
+             "(`training.cpu_dropout`), and for inference merged weights in batches of at most 4,096 "
+             "tokens sorted by length. Same data (AG News slice), LoRA r=8 on "
              "query/key/value, truncation at 256 tokens.", "",
              "## Training throughput", "",
              "| model | pipeline | examples/s | speed-up | mean padded length | achieved GFLOP/s | % of peak | peak RSS MB |",

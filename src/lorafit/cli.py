@@ -1,4 +1,4 @@
-"""`lorafit plan | train | evaluate | predict | classify`: parse, call the library, print."""
+"""`lorafit plan | train | search | baseline | evaluate | predict | classify`: parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -30,6 +30,18 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("recipe")
     train.add_argument("overrides", nargs="*", metavar="key.sub=value")
     train.add_argument("--output-dir", help="run directory (default runs/<recipe name>)")
+
+    search = commands.add_parser("search", help="Optuna search over the recipe's search.space, inside the budget")
+    search.add_argument("recipe")
+    search.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    search.add_argument("--trials", type=int, help="default: search.trials of the recipe")
+    search.add_argument("--output-dir", help="default runs/<recipe name>-search")
+
+    baseline = commands.add_parser("baseline", help="TF-IDF + logistic regression on the same split")
+    baseline.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    baseline.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
+    baseline.add_argument("--recipe", help="take the split and columns from this recipe (default: the defaults)")
+    baseline.add_argument("--json", action="store_true", help="print one JSON object")
 
     evaluate = _run_command(commands, "evaluate", "metrics of a run on a labelled file", reads_files=True)
     evaluate.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
@@ -104,6 +116,39 @@ def _fill_budget(recipe, args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from .config import load_recipe
+    from .search import run_search
+
+    result = run_search(load_recipe(args.recipe, args.overrides), args.output_dir, args.trials)
+    for row in result.trials:
+        score = f"accuracy {row['accuracy']:.4f}" if "accuracy" in row else row.get("state", "failed")
+        print(f"trial {row['trial']:>3}  {score:<16} r={row['lora.r']:<3} {row['trainable']:>9,} trainable")
+    print(f"best validation accuracy {result.best_accuracy:.4f}; recipe written to {result.best_recipe}; "
+          f"table {result.folder / 'trials.csv'}, plot {result.folder / 'trials.png'}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from .baseline import run_baseline
+    from .config import Recipe, load_recipe, recipe_from_dict
+
+    overrides = [f"data.train={args.data}", *args.overrides]
+    if args.recipe:
+        recipe = load_recipe(args.recipe, overrides)
+    else:
+        from .config import apply_overrides
+
+        recipe = recipe_from_dict(apply_overrides(Recipe().to_dict(), overrides), source="baseline options")
+    metrics = run_baseline(recipe)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{metrics['model']}: validation accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1']:.4f} "
+              f"(n={metrics['n']}, {metrics['train_rows']} training rows, {metrics['seconds']} s)")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .config import load_recipe
     from .train import train
@@ -160,7 +205,7 @@ def cmd_classify(args) -> int:
     return 0
 
 
-COMMANDS = {"plan": cmd_plan, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+COMMANDS = {"plan": cmd_plan, "train": cmd_train, "search": cmd_search, "baseline": cmd_baseline, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "classify": cmd_classify}
 
 

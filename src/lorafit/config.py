@@ -185,6 +185,29 @@ class TrainingConfig:
 
 
 @dataclass
+class SearchConfig:
+    trials: int = _f(20, "number of trials of `lorafit search`")
+    space: dict = _f({}, "dotted recipe key -> {choices: [...]} or {low: a, high: b, log: true|false}")
+    fill_budget: bool = _f(True, "give every trial the largest uniform LoRA rank that fits the budget")
+    prune: bool = _f(True, "stop a trial early when its epoch accuracy is below the median of earlier trials")
+    timeout_minutes: Optional[float] = _f(None, "stop starting trials after this long")
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise LorafitError(f"search.trials must be at least 1, got {self.trials}")
+        for key, spec in self.space.items():
+            where = f"search.space['{key}']"
+            if key.split(".")[0] not in SECTIONS or key.split(".")[0] == "search":
+                raise LorafitError(f"{where}: the key must start with one of {', '.join(SECTIONS)}")
+            if not isinstance(spec, dict) or not (("choices" in spec and spec["choices"]) or
+                                                  {"low", "high"} <= set(spec)):
+                raise LorafitError(f"{where} must be {{choices: [...]}} or {{low: a, high: b}}, got {spec!r}")
+            _reject_unknown(spec, ["choices", "low", "high", "log", "step"], where)
+            if "low" in spec and not spec["low"] < spec["high"]:
+                raise LorafitError(f"{where}: low must be below high")
+
+
+@dataclass
 class Recipe:
     name: str = _f("lorafit", "name of the experiment; the default run directory is runs/<name>")
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "where the examples come from"})
@@ -192,12 +215,14 @@ class Recipe:
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "the LoRA adapter"})
     budget: BudgetConfig = field(default_factory=BudgetConfig, metadata={"help": "the trainable-parameter budget"})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "optimisation, evaluation"})
+    search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "the space of `lorafit search`"})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "lora": LoraSettings, "budget": BudgetConfig, "training": TrainingConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "lora": LoraSettings, "budget": BudgetConfig,
+            "training": TrainingConfig, "search": SearchConfig}
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -248,15 +273,20 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(text) if text else None
         except yaml.YAMLError:
             value = text
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise LorafitError(f"override '{item}': '{part}' is not a section")
-            node = child
-        node[leaf] = value
+        set_dotted(raw, key, value, where=f"override '{item}'")
     return raw
+
+
+def set_dotted(raw: dict, key: str, value: Any, where: str) -> None:
+    """raw['training']['epochs'] = value for key 'training.epochs'."""
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise LorafitError(f"{where}: '{part}' is not a section")
+        node = child
+    node[leaf] = value
 
 
 def _reject_unknown(given: dict, valid: list[str], where: str) -> None:

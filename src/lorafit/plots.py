@@ -46,6 +46,30 @@ def plot_confusion_matrix(matrix: list[list[int]], label_names: list[str], path:
     return _save(fig, path)
 
 
+def plot_search(trials: list[dict], path: Path) -> Path:
+    """Validation accuracy of each completed trial, pruned trials marked, and the best so far."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    done = [(t["trial"], t["accuracy"]) for t in trials if t.get("state") == "complete"]
+    pruned = [t["trial"] for t in trials if t.get("state") == "pruned"]
+    best, line = float("-inf"), []
+    for number, accuracy in done:
+        best = max(best, accuracy)
+        line.append((number, best))
+    if done:
+        ax.scatter(*zip(*done), label="trial")
+        ax.step(*zip(*line), where="post", color="C1", label="best so far")
+    if pruned:
+        low = min((a for _, a in done), default=0.0)
+        ax.scatter(pruned, [low] * len(pruned), marker="x", color="grey", label="pruned")
+    ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

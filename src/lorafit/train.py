@@ -109,7 +109,7 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
     )
 
 
-def train(recipe: Recipe, output_dir: str | None = None) -> RunResult:
+def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None = None) -> RunResult:
     """Train the recipe and write every artifact of the run; returns its validation metrics."""
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 
@@ -128,7 +128,9 @@ def train(recipe: Recipe, output_dir: str | None = None) -> RunResult:
     train_set, validation_set = (tokenize(part, tokenizer, recipe.data.max_length, recipe.data.pad_to_max_length,
                                           cache=recipe.data.cache_tokenized)
                                  for part in (splits.train, splits.validation))
-    callbacks = [AdaLoraAllocation(model)] if recipe.lora.variant == "adalora" else []
+    callbacks = list(callbacks or [])
+    if recipe.lora.variant == "adalora":
+        callbacks.append(AdaLoraAllocation(model))
     if recipe.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))
     checkpoint_dir = run_dir / "checkpoints"

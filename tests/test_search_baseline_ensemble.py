@@ -1,0 +1,115 @@
+"""`lorafit search`, `lorafit baseline`, ensembles, and runs with the non-default heads."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lorafit.budget import plan
+from lorafit.config import load_recipe, recipe_from_dict
+from lorafit.data import prepare_splits
+from lorafit.errors import LorafitError
+from lorafit.inference import ensemble_proba, load_run, load_runs, predict_proba
+
+from conftest import RECIPES
+
+
+def lorafit(*args):
+    return subprocess.run([sys.executable, "-m", "lorafit", *map(str, args)], capture_output=True, text=True)
+
+
+def tiny_train(run_dir, tiny_roberta, agnews_csv, *overrides):
+    out = lorafit("train", RECIPES / "agnews-report-b.yaml", f"model.name={tiny_roberta}", f"data.train={agnews_csv}",
+                  "data.limit=200", "data.validation_size=64", "data.max_length=48", "training.epochs=1",
+                  "training.batch_size=16", "training.learning_rate=1e-3", *overrides, "--output-dir", run_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tiny_roberta, agnews_csv, tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    return [tiny_train(root / f"seed{seed}", tiny_roberta, agnews_csv, f"training.seed={seed}") for seed in (1, 2)]
+
+
+def test_ensemble_averages_the_probabilities_of_its_runs(two_seeds, agnews_rows):
+    texts = agnews_rows.text.tolist()[:20]
+    runs = load_runs(two_seeds, precision="fp32")
+    single = [predict_proba(run, texts) for run in runs]
+    assert not np.allclose(single[0], single[1])
+    assert np.allclose(ensemble_proba(runs, texts), (single[0] + single[1]) / 2)
+
+
+def test_ensemble_cli_and_label_mismatch(two_seeds, tmp_path):
+    out = lorafit("classify", two_seeds[0], "Stocks fell as oil prices rose", "--ensemble", two_seeds[1], "--json")
+    assert out.returncode == 0, out.stderr
+    assert sum(json.loads(out.stdout)[0]["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    other = tmp_path / "other-labels"
+    shutil.copytree(two_seeds[1], other)
+    info = json.loads((other / "run.json").read_text())
+    info["label_names"] = ["Sports", "World", "Business", "Sci/Tech"]
+    (other / "run.json").write_text(json.dumps(info))
+    with pytest.raises(LorafitError, match="same labels"):
+        load_runs([two_seeds[0], other])
+    out = lorafit("classify", two_seeds[0], "some text", "--ensemble", other)
+    assert out.returncode == 2 and "same labels" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("head", ["linear", "lora-dense"])
+def test_runs_with_other_heads_reload_to_their_own_metrics(head, tiny_roberta, agnews_csv, tmp_path):
+    run_dir = tiny_train(tmp_path / head, tiny_roberta, agnews_csv, f"model.head={head}", "training.precision=fp32")
+    info = json.loads((run_dir / "run.json").read_text())
+    recipe = recipe_from_dict(info["recipe"])
+    assert info["parameters"]["trainable"] == plan(recipe).trainable
+    validation = prepare_splits(recipe.data, None).validation
+    for merge in (False, True):
+        run = load_run(run_dir, merge=merge, precision="fp32")
+        accuracy = (predict_proba(run, validation.texts).argmax(-1) == np.array(validation.labels)).mean()
+        assert accuracy == pytest.approx(info["validation"]["accuracy"])
+
+
+def test_search_keeps_every_trial_in_budget_and_writes_the_best_recipe(tiny_roberta, agnews_csv, tmp_path):
+    recipe = yaml.safe_load((RECIPES / "minilm-search.yaml").read_text())
+    recipe["model"]["name"] = str(tiny_roberta)
+    recipe["data"].update(train=str(agnews_csv), limit=160, validation_size=48, max_length=48)
+    recipe["training"]["epochs"] = 1
+    recipe["budget"]["max_trainable"] = 30_000
+    recipe["search"]["trials"] = 3
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = lorafit("search", path, "--output-dir", tmp_path / "search")
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "search" / "trials.csv")
+    assert len(trials) == 3 and (trials.trainable <= 30_000).all()
+    assert (trials.state == "complete").all()
+    best = load_recipe(tmp_path / "search" / "best-recipe.yaml")
+    assert plan(best).trainable <= 30_000
+    best_row = trials.loc[trials.accuracy.idxmax()]
+    assert best.training.learning_rate == pytest.approx(best_row["training.learning_rate"])
+    assert f"{trials.accuracy.max():.4f}" in out.stdout
+    assert (tmp_path / "search" / "trials.png").stat().st_size > 0
+    again = lorafit("search", path, "--output-dir", tmp_path / "search")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_search_rejects_an_unknown_key_before_training(tmp_path):
+    recipe = yaml.safe_load((RECIPES / "minilm-search.yaml").read_text())
+    recipe["search"]["space"] = {"training.learning_rat": {"low": 1e-4, "high": 1e-2}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = lorafit("search", path, "--output-dir", tmp_path / "out")
+    assert out.returncode == 2 and "learning_rate" in out.stderr  # the suggestion
+    assert not (tmp_path / "out").exists()
+
+
+def test_tfidf_baseline_learns_ag_news(agnews_csv):
+    out = lorafit("baseline", "--data", agnews_csv, "data.limit=2000", "--json")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout)
+    assert metrics["n"] == 200 and metrics["train_rows"] == 1800
+    assert metrics["accuracy"] > 0.7  # four balanced classes: chance is 0.25
