@@ -11,7 +11,7 @@ import torch
 from conftest import RECIPES
 
 ARTIFACTS = ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "labels.json", "metrics.json",
-             "history.csv", "run.json", "plots/loss.png", "plots/accuracy.png", "plots/confusion_matrix.png"]
+             "history.csv", "run.json", "COMPLETE", "recipe.yaml", "plots/loss.png", "plots/accuracy.png", "plots/confusion_matrix.png"]
 
 
 def lorafit(*args):

@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("recipe")
     train.add_argument("overrides", nargs="*", metavar="key.sub=value")
     train.add_argument("--output-dir", help="run directory (default runs/<recipe name>)")
+    train.add_argument("--resume", nargs="?", const=True, metavar="RUN",
+                       help="continue an interrupted run (default: the recipe's run directory) from its newest "
+                            "complete checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
 
     search = commands.add_parser("search", help="Optuna search over the recipe's search.space, inside the budget")
     search.add_argument("recipe")
@@ -153,7 +157,11 @@ def cmd_train(args) -> int:
     from .config import load_recipe
     from .train import train
 
-    result = train(load_recipe(args.recipe, args.overrides), output_dir=args.output_dir)
+    output_dir = args.resume if isinstance(args.resume, str) else args.output_dir
+    if args.resume and args.overwrite:
+        raise LorafitError("--resume continues a run and --overwrite replaces it: choose one")
+    result = train(load_recipe(args.recipe, args.overrides), output_dir=output_dir, resume=bool(args.resume),
+                   overwrite=args.overwrite)
     m = result.metrics
     print(f"run {result.run_dir}: validation accuracy {m['accuracy']:.4f}, weighted F1 {m['f1']:.4f} "
           f"(n={m['n']}, best epoch {m['best_epoch']}), {result.plan.trainable:,} trainable, "

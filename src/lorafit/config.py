@@ -167,6 +167,7 @@ class TrainingConfig:
     warmup_ratio: float = _f(0.0, "fraction of the steps spent warming the learning rate up")
     max_grad_norm: float = _f(1.0, "gradient clipping norm")
     early_stopping_patience: Optional[int] = _f(None, "stop after this many epochs without a better accuracy")
+    checkpoint_steps: int = _f(200, "save a resumable checkpoint every this many optimizer steps")
     seed: int = _f(42, "seed of model initialisation, dropout and batch order")
     output_dir: Optional[str] = _f(None, "run directory; default runs/<recipe name>")
     group_by_length: bool = _f(True, "batch examples of similar length together, so little padding is computed")
@@ -175,13 +176,13 @@ class TrainingConfig:
     cpu_dropout: bool = _f(True, "on a CPU, draw dropout masks 4x more cheaply (same dropout, other random numbers)")
 
     def __post_init__(self) -> None:
-        for key in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+        for key in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps",
+                    "checkpoint_steps"):
             if getattr(self, key) <= 0:
                 raise LorafitError(f"training.{key} must be positive, got {getattr(self, key)}")
         if not 0 <= self.warmup_ratio < 1:
             raise LorafitError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise LorafitError(f"training.precision '{self.precision}' is not one of: auto, bf16, fp32")
+        _check_choice("training.precision", self.precision, ("auto", "bf16", "fp32"))
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -71,7 +72,10 @@ def plot_search(trials: list[dict], path: Path) -> Path:
 
 
 def _save(fig, path: Path) -> Path:
+    """Rendered to a temporary name and renamed, so no reader sees half an image."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    temporary = path.with_name(f".{path.name}.tmp")
+    fig.savefig(temporary, dpi=110, format="png")
     plt.close(fig)
+    os.replace(temporary, path)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ LABELS_JSON = "labels.json"
 HISTORY_CSV = "history.csv"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+COMPLETE = "COMPLETE"  # written last: a run without it is not finished
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -46,12 +48,32 @@ def write_rows(path: Path, rows: list[dict], columns: list[str]) -> Path:
     return write_text(path, buffer.getvalue())
 
 
+def is_complete(run_dir: Path) -> bool:
+    return (run_dir / COMPLETE).is_file()
+
+
+def mark_complete(run_dir: Path) -> None:
+    write_text(run_dir / COMPLETE, "this run finished; every file beside this one is final\n")
+
+
+def publish(staging: Path, run_dir: Path) -> None:
+    """Move every file written in `staging` into `run_dir`, each by an atomic rename."""
+    for source in sorted(p for p in staging.rglob("*") if p.is_file()):
+        target = run_dir / source.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def read_run_info(run_dir: str | Path) -> dict:
     """run.json of a finished run, or an error that says what is missing."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LorafitError(f"run directory {run_dir} not found")
-    for name in (RUN_JSON, ADAPTER_CONFIG, ADAPTER_WEIGHTS, LABELS_JSON):
+    if not is_complete(run_dir) and (run_dir / "recipe.yaml").is_file():
+        raise LorafitError(f"{run_dir} is an incomplete run (training did not finish); resume it with: "
+                           f"lorafit train {run_dir / 'recipe.yaml'} --resume {run_dir}")
+    for name in (COMPLETE, RUN_JSON, ADAPTER_CONFIG, ADAPTER_WEIGHTS, LABELS_JSON):
         if not (run_dir / name).is_file():
             raise LorafitError(f"{run_dir} is not a finished lorafit run: {name} is missing")
     try:

@@ -21,6 +21,7 @@ from .device import configure_threads, use_bf16
 from .metrics import classification_metrics, trainer_scores
 from .model import build_lora_model, load_tokenizer, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
+from .resume import BEST_WEIGHTS, CHECKPOINTS, BestEpochWeights, CheckpointMarker, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "learning_rate"]
@@ -96,12 +97,11 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
         max_grad_norm=t.max_grad_norm,
         optim="adamw_torch",
         eval_strategy="epoch",
-        save_strategy="epoch",
+        # checkpoints every N steps for --resume; the best epoch is kept apart (BestEpochWeights)
+        save_strategy="steps",
+        save_steps=t.checkpoint_steps,
+        save_total_limit=2,
         logging_strategy="epoch",  # the logged loss is then the mean over the epoch
-        load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
-        greater_is_better=True,
-        save_total_limit=1,
         seed=t.seed,
         report_to="none",
         disable_tqdm=False,
@@ -109,9 +109,15 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
     )
 
 
-def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None = None) -> RunResult:
-    """Train the recipe and write every artifact of the run; returns its validation metrics."""
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
+def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None = None, resume: bool = False,
+          overwrite: bool = False) -> RunResult:
+    """Train the recipe and write every artifact of the run; returns its validation metrics.
+
+    The run directory is claimed first (an existing one only with `overwrite`, or `resume` to
+    continue it from its newest complete checkpoint). Artifacts appear by atomic renames and the
+    COMPLETE marker last, so a killed run never looks finished.
+    """
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
 
     started = time.time()
     run_dir = run_directory(recipe, output_dir)
@@ -119,7 +125,8 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
     splits = prepare_splits(recipe.data, tokenizer)
     label_names = splits.info["label_names"]
     budget_plan = plan(recipe, label_names)
-    budget_plan.check()  # before any weights are loaded
+    budget_plan.check()  # before any weights are loaded or files written
+    checkpoint = prepare_run_dir(run_dir, recipe, resume, overwrite)
 
     speed = speed_settings(recipe)
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
@@ -128,17 +135,16 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
     train_set, validation_set = (tokenize(part, tokenizer, recipe.data.max_length, recipe.data.pad_to_max_length,
                                           cache=recipe.data.cache_tokenized)
                                  for part in (splits.train, splits.validation))
-    callbacks = list(callbacks or [])
+    best = BestEpochWeights(model, run_dir, recipe.training.early_stopping_patience)
+    callbacks = [best, CheckpointMarker(), *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
-    if recipe.training.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))
-    checkpoint_dir = run_dir / "checkpoints"
-    trainer = Trainer(model=model, args=training_arguments(recipe, checkpoint_dir, speed), train_dataset=train_set,
-                      eval_dataset=validation_set, processing_class=tokenizer,
+    trainer = Trainer(model=model, args=training_arguments(recipe, run_dir / CHECKPOINTS, speed),
+                      train_dataset=train_set, eval_dataset=validation_set, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=trainer_scores,
                       callbacks=callbacks)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    best.restore()
 
     history = epoch_history(trainer.state.log_history)
     # with group_by_length the Trainer also reorders evaluation rows: take labels from its output
@@ -146,9 +152,12 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
     metrics = classification_metrics(output.label_ids, output.predictions.argmax(-1), label_names)
     metrics["best_epoch"] = best_epoch(history)
     wall = time.time() - started
-    save_run(run_dir, recipe, model, tokenizer, label_names, metrics, history, budget_plan, splits.info, speed,
-             wall)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the best weights are saved in the run itself
+    staging = run_dir / ".staging"
+    save_run(staging, recipe, model, tokenizer, label_names, metrics, history, budget_plan, splits.info, speed, wall)
+    rundir.publish(staging, run_dir)
+    rundir.mark_complete(run_dir)
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)  # the best weights are the run's own now
+    (run_dir / BEST_WEIGHTS).unlink(missing_ok=True)
     return RunResult(run_dir, metrics, history, budget_plan, wall)
 
 
