@@ -3,12 +3,13 @@
 # make bench        speed: the reports' pipeline against lorafit's defaults -> bench/RESULTS.md
 # make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
 #                   (make accuracy-search first runs the hyperparameter search it reports)
+# make reliability  every bad input and fault, what the user sees -> docs/RELIABILITY.md
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?=
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install quickstart test bench accuracy accuracy-search clean
+.PHONY: install quickstart test bench accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +40,9 @@ accuracy-search: install
 
 accuracy: install
 	$(PY) bench/accuracy.py
+
+reliability: install
+	$(PY) bench/reliability.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -38,7 +38,7 @@ def test_unknown_key_is_rejected_with_the_closest_valid_one():
 
 
 def test_wrong_types_name_the_key_and_value():
-    with pytest.raises(LorafitError, match=r"training.epochs must be a number, got 'many'"):
+    with pytest.raises(LorafitError, match=r"training.epochs must be a finite number, got 'many'"):
         recipe_from_dict({"training": {"epochs": "many"}})
     with pytest.raises(LorafitError, match=r"lora.r must be an integer, got 'big'"):
         recipe_from_dict({"lora": {"r": "big"}})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -329,6 +330,12 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return [coerce(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is Any:
         return value
+    if origin is dict or hint is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise LorafitError(f"{key} must be a mapping, got {value!r}")
+        return value
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -345,14 +352,17 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 pass
         raise LorafitError(f"{key} must be an integer, got {value!r}")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:  # YAML 1.1 reads 3e-5 as a string
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise LorafitError(f"{key} must be a number, got {value!r}")
+        if number is None or not math.isfinite(number):
+            raise LorafitError(f"{key} must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

@@ -45,7 +45,14 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
     base = build_base_model(recipe.model, label_names)
     apply_head(base, recipe.model.head)
     bf16 = use_bf16(precision)
-    model = for_inference(PeftModel.from_pretrained(base, run_dir), merge, bf16)
+    try:
+        adapted = PeftModel.from_pretrained(base, run_dir)
+    except (RuntimeError, ValueError, KeyError) as e:  # shape or module-name mismatch
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(e).__name__)
+        raise LorafitError(f"{run_dir}: the adapter does not fit the base model '{recipe.model.name}' with "
+                           f"{len(label_names)} labels ({detail[:240]})") from None
+    model = for_inference(adapted, merge, bf16)
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=bf16)
 

@@ -73,6 +73,7 @@ def build_base_model(model_cfg: ModelConfig, label_names: list[str], weights: bo
             return AutoModelForSequenceClassification.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" warning is expected: we train it
+    hf_logging.disable_progress_bar()  # a bar per model load is noise around lorafit's own output
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             resolve_model_path(model_cfg.name), config=config, trust_remote_code=model_cfg.trust_remote_code)
@@ -80,6 +81,7 @@ def build_base_model(model_cfg: ModelConfig, label_names: list[str], weights: bo
         raise LorafitError(f"weights of '{model_cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
 
 def layer_of(module_name: str) -> tuple[int, str] | None:
