@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 
 quickstart: install
 	$(VENV)/bin/lorafit plan recipes/quickstart.yaml
-	$(VENV)/bin/lorafit train recipes/quickstart.yaml $(if $(DATA),data.train=$(DATA)) --output-dir runs/quickstart
+	$(VENV)/bin/lorafit train recipes/quickstart.yaml $(if $(DATA),data.train=$(DATA)) --output-dir runs/quickstart --overwrite
 	$(VENV)/bin/lorafit classify runs/quickstart \
 		"Yankees rally in the ninth to beat the Red Sox" \
 		"Oil prices climb as OPEC signals output cuts" \

@@ -117,3 +117,11 @@ def test_orthogonal_init_starts_away_from_the_base_model(tiny_roberta):
     model = build_lora_model(recipe.model, recipe.lora, ["a", "b"])
     query = model.base_model.model.roberta.encoder.layer[0].attention.self.query
     assert query.lora_B["default"].weight.abs().sum() > 0  # default init has B = 0
+
+
+@pytest.mark.parametrize("name", ["agnews-best", "minilm-best"])
+def test_best_recipes_fill_the_budget_with_the_largest_uniform_rank(name, roberta_dir, minilm_dir):
+    model = roberta_dir if name.startswith("agnews") else minilm_dir
+    recipe = load_recipe(RECIPES / f"{name}.yaml", [f"model.name={model}"])
+    assert plan(recipe).trainable <= 1_000_000
+    assert recipe.lora.r == fill_budget(recipe)[0].r

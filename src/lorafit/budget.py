@@ -146,8 +146,8 @@ def fill_budget(recipe: Recipe, budget: int | None = None, label_names: list[str
     options = [RankOption("uniform", f"r={uniform} on every target", uniform, {}, count(uniform))]
     top_up = _top_up(per_rank, uniform, budget - options[0].trainable)
     if top_up:
-        options.append(RankOption("per-module", f"r={uniform}, r={uniform + 1} on {len(top_up)} modules of the top "
-                                  "layers", uniform, top_up, count(uniform, top_up)))
+        options.append(RankOption("per-module", f"r={uniform}, r={uniform + 1} on {len(top_up)} module"
+                                  f"{'s' if len(top_up) > 1 else ''} of the top layers", uniform, top_up, count(uniform, top_up)))
     by_layer = _growing_with_depth(per_rank, uniform, budget - fixed)
     if by_layer:
         ranks = sorted(set(by_layer.values()))
