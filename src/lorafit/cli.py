@@ -1,4 +1,4 @@
-"""`lorafit plan | train | search | baseline | evaluate | predict | classify`: parse, call the library, print."""
+"""`lorafit plan | train | search | baseline | evaluate | predict | classify | serve`: parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, help=".csv/.tsv/.jsonl/.parquet (a pickle needs --trust-pickle)")
     predict.add_argument("--output", default="submission.csv")
     predict.add_argument("--probs", action="store_true", help="add a probability column per class")
+
+    serve = _run_command(commands, "serve", "an HTTP API with micro-batching and a page to try the run")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0,
+                       help="how long a batch waits for more concurrent requests")
+    serve.add_argument("--no-batching", action="store_true", help="one forward pass per request (for comparison)")
 
     classify = _run_command(commands, "classify", "label and probabilities of texts given on the command line")
     classify.add_argument("texts", nargs="+")
@@ -213,8 +222,18 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import Limits, serve
+
+    if min(args.max_texts, args.max_chars) < 1 or args.max_wait_ms < 0:
+        raise LorafitError("--max-texts and --max-chars must be at least 1, --max-wait-ms at least 0")
+    serve(_load(args), args.host, args.port, Limits(args.max_texts, args.max_chars, args.max_wait_ms),
+          batching=not args.no_batching)
+    return 0
+
+
 COMMANDS = {"plan": cmd_plan, "train": cmd_train, "search": cmd_search, "baseline": cmd_baseline, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "classify": cmd_classify}
+            "classify": cmd_classify, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
