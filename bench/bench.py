@@ -252,9 +252,19 @@ def main() -> None:
         for pipeline in PIPELINES:
             results["inference"][f"{model}/{pipeline}"] = child("_infer", model, pipeline, rows, run_dir)
     results["agreement"] = agreement()
+    results["serve"] = serve_load(str(WORK / "quality-lorafit-1"), 4 if options.quick else 20)
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (ROOT / "bench" / "RESULTS.md").write_text(report(results, options.quick))
     print((ROOT / "bench" / "RESULTS.md").read_text())
+
+
+def serve_load(run_dir: str, seconds: int) -> dict:
+    """bench/serve_load.py: 32 clients against the micro-batching and the plain server."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "serve_load.py"), run_dir, "--seconds", str(seconds)],
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"serve_load failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def agreement() -> float:
@@ -331,7 +341,24 @@ def report(r: dict, quick: bool) -> str:
     lines += ["", f"Mean accuracy difference: {gap:+.2f} points. "
               f"lorafit's predictions (merged, bf16) agree with the unmerged fp32 model's on "
               f"{100 * r['agreement']:.2f}% of a 2,000-row slice.", ""]
-    return "\n".join(lines + goals(r))
+    return "\n".join(lines + serving(r) + goals(r))
+
+
+def serving(r: dict) -> list[str]:
+    if "serve" not in r:
+        return []
+    s = r["serve"]
+    lines = ["## Serving under load", "",
+             f"`python bench/serve_load.py RUN --clients {s['clients']} --seconds {s['seconds']:.0f}` on the MiniLM run "
+             "above, loopback only: each client sends one AG News text per request, the next as soon as the "
+             "answer arrives. **plain** = `lorafit serve --no-batching` (one forward pass per request); "
+             "**lorafit** = micro-batching (requests gathered for up to 5 ms into one forward pass).", "",
+             "| server | requests | errors | requests/s | texts/s | p50 ms | p99 ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {name} | {v['requests']} | {v['errors']} | {v['requests_per_s']:.0f} | {v['texts_per_s']:.0f} | "
+              f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} |" for name, v in (("plain", s["plain"]),
+                                                                       ("lorafit", s["lorafit"]))]
+    return lines + [""]
 
 
 def profiles(training: dict) -> list[str]:
@@ -368,7 +395,16 @@ def goals(r: dict) -> list[str]:
               f"{'yes' if large <= 1.1 * small else 'no'} |",
               f"| mean accuracy within 0.5 points | {gap:.2f} points | {'yes' if gap <= 0.5 else 'no'} |",
               f"| prediction agreement ≥ 99.5% | {100 * r['agreement']:.2f}% | "
-              f"{'yes' if r['agreement'] >= 0.995 else 'no'} |", ""]
+              f"{'yes' if r['agreement'] >= 0.995 else 'no'} |"]
+    if "serve" in r:
+        plain, ours = r["serve"]["plain"], r["serve"]["lorafit"]
+        speedup = ours["texts_per_s"] / plain["texts_per_s"]
+        lines += [f"| serving: texts/s ≥ 5× the plain server at 32 clients | {speedup:.1f}× | "
+                  f"{'yes' if speedup >= 5 else f'no, {100 * (1 - speedup / 5):.0f}% short'} |",
+                  f"| serving: p99 latency < 1 s | {ours['p99_ms']:.0f} ms | {'yes' if ours['p99_ms'] < 1000 else 'no'} |",
+                  f"| serving: zero errors | {ours['errors'] + plain['errors']} | "
+                  f"{'yes' if ours['errors'] + plain['errors'] == 0 else 'no'} |"]
+    lines.append("")
     return lines
 
 

@@ -157,9 +157,10 @@ def create_app(runs: list[LoadedRun], limits: Limits = Limits(), batching: bool 
                     return predict(texts)
             probabilities = await asyncio.get_running_loop().run_in_executor(None, predict_alone)
         names = first.label_names
-        return {"predictions": [{"label": names[int(row.argmax())], "index": int(row.argmax()),
-                                 "probabilities": {n: float(p) for n, p in zip(names, row)}}
-                                for row in probabilities]}
+        # a JSONResponse skips re-validating the answer against the response model (built right here)
+        return JSONResponse({"predictions": [{"label": names[int(row.argmax())], "index": int(row.argmax()),
+                                              "probabilities": {n: float(p) for n, p in zip(names, row)}}
+                                             for row in probabilities]})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:

@@ -1,0 +1,101 @@
+"""Load test of `lorafit serve` on loopback only: N concurrent clients for T seconds, each sending
+one AG News text per request, against lorafit's micro-batching server and the plain server
+(`--no-batching`: one forward pass per request) built from the same run.
+
+python bench/serve_load.py RUN [--clients 32] [--seconds 20]   (make bench runs it on a MiniLM run)
+Prints one JSON object: requests/s, texts/s, p50/p99 latency and errors for each server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict:
+    """`clients` loops, each sending its next text as soon as the previous answer came back."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
+        async def client(index: int) -> None:
+            nonlocal errors
+            i = index
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                try:
+                    reply = await http.post("/v1/classify", json={"texts": [texts[i % len(texts)]]})
+                    ok = reply.status_code == 200 and len(reply.json()["predictions"]) == 1
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - start)
+                errors += not ok
+                i += clients
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    count = len(latencies)
+    return {"requests": count, "errors": errors, "seconds": round(elapsed, 2),
+            "requests_per_s": count / elapsed, "texts_per_s": (count - errors) / elapsed,
+            "p50_ms": 1000 * latencies[count // 2], "p99_ms": 1000 * latencies[min(count - 1, int(count * 0.99))]}
+
+
+def run_server(run_dir: str, batching: bool, texts: list[str], clients: int, seconds: float) -> dict:
+    port = free_port()
+    command = [sys.executable, "-m", "lorafit", "serve", run_dir, "--port", str(port)]
+    server = subprocess.Popen(command + ([] if batching else ["--no-batching"]), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+            if server.poll() is not None:
+                raise SystemExit(f"server failed: {server.stderr.read()[-2000:]}")
+        asyncio.run(load(url, texts, clients, 2))  # warm-up: first shapes, connections
+        return asyncio.run(load(url, texts, clients, seconds))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20)
+    options = parser.parse_args()
+    import pandas as pd
+
+    texts = [t[:300] for t in pd.read_csv(AGNEWS).text.tolist()[-1000:]]
+    result = {"clients": options.clients, "seconds": options.seconds,
+              "plain": run_server(options.run, False, texts, options.clients, options.seconds),
+              "lorafit": run_server(options.run, True, texts, options.clients, options.seconds)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
