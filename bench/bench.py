@@ -228,9 +228,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and rows (a smoke run)")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
+    parser.add_argument("--serve-only", action="store_true",
+                        help="rerun only the serving load test (on the MiniLM run of the last full bench)")
     options = parser.parse_args()
-    if options.report_only:
+    if options.report_only or options.serve_only:
         results = json.loads((ROOT / "bench" / "results.json").read_text())
+        if options.serve_only:
+            results["serve"] = serve_load(str(WORK / "quality-lorafit-1"), 20)
+            (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (ROOT / "bench" / "RESULTS.md").write_text(report(results, options.quick))
         return
     if not AGNEWS.is_file() or not ROBERTA.is_dir():

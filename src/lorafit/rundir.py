@@ -73,7 +73,8 @@ def read_run_info(run_dir: str | Path) -> dict:
     if not is_complete(run_dir) and (run_dir / "recipe.yaml").is_file():
         raise LorafitError(f"{run_dir} is an incomplete run (training did not finish); resume it with: "
                            f"lorafit train {run_dir / 'recipe.yaml'} --resume {run_dir}")
-    for name in (COMPLETE, RUN_JSON, ADAPTER_CONFIG, ADAPTER_WEIGHTS, LABELS_JSON):
+    # runs from before the COMPLETE marker have no recipe.yaml either; their run.json was written last
+    for name in (RUN_JSON, ADAPTER_CONFIG, ADAPTER_WEIGHTS, LABELS_JSON):
         if not (run_dir / name).is_file():
             raise LorafitError(f"{run_dir} is not a finished lorafit run: {name} is missing")
     try:
