@@ -113,3 +113,24 @@ def test_tfidf_baseline_learns_ag_news(agnews_csv):
     metrics = json.loads(out.stdout)
     assert metrics["n"] == 200 and metrics["train_rows"] == 1800
     assert metrics["accuracy"] > 0.7  # four balanced classes: chance is 0.25
+
+
+def test_adalora_trains_and_prunes_ranks(tiny_roberta, agnews_csv, tmp_path):
+    run_dir = tiny_train(tmp_path / "adalora", tiny_roberta, agnews_csv, "lora.variant=adalora", "lora.r=8",
+                         "lora.adalora_target_r=2", "lora.targets=[query, value]", "training.epochs=2")
+    config = json.loads((run_dir / "adapter_config.json").read_text())
+    assert config["peft_type"] == "ADALORA" and config["init_r"] == 8
+    ranks = config["rank_pattern"]  # written by AdaLoRA once it has pruned: the ranks left per module
+    assert ranks and sum(sum(mask) for mask in ranks.values()) < 8 * len(ranks)
+    assert load_run(run_dir, precision="fp32").label_names == ["World", "Sports", "Business", "Sci/Tech"]
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_better_accuracy(tiny_roberta, agnews_csv, tmp_path):
+    run_dir = tiny_train(tmp_path / "early", tiny_roberta, agnews_csv, "training.epochs=6",
+                         "training.learning_rate=1e-6", "training.early_stopping_patience=1")
+    history = pd.read_csv(run_dir / "history.csv")
+    scores = history.eval_accuracy.tolist()
+    assert len(scores) < 6  # stopped early
+    assert scores[-1] <= max(scores[:-1])  # the last epoch brought no better accuracy
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(max(scores))  # the best epoch's weights were restored
