@@ -100,7 +100,7 @@ class LoraSettings:
     use_rslora: bool = _f(False, "rank-stabilised LoRA: scale by lora_alpha/sqrt(r) instead of lora_alpha/r")
     use_dora: bool = _f(False, "DoRA: also train a magnitude per output feature of each adapted module")
     init: str = _f("default", "initialisation of A and B: default (B=0) | gaussian | orthogonal (even r)")
-    variant: str = _f("lora", "lora | adalora (ranks start at r and are pruned to adalora_target_r)")
+    variant: str = _f("lora", "lora | adalora (ranks start at r and are pruned to adalora_target_r; the final epoch is kept)")
     adalora_target_r: int = _f(4, "AdaLoRA: average rank left after pruning")
 
     def __post_init__(self) -> None:

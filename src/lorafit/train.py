@@ -144,7 +144,8 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=trainer_scores,
                       callbacks=callbacks)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    best.restore()
+    if recipe.lora.variant != "adalora":  # AdaLoRA prunes ranks as it trains: earlier weights no longer fit
+        best.restore()
 
     history = epoch_history(trainer.state.log_history)
     # with group_by_length the Trainer also reorders evaluation rows: take labels from its output
