@@ -173,6 +173,17 @@ class FirstToken(torch.nn.Module):
         return hidden_states[:, 0]
 
 
+def _fixed_init(linear: torch.nn.Linear, std: float) -> None:
+    """RoBERTa's head dense layer is not pretrained; frozen under `lora-dense`, it is not saved with
+    the adapter, so it is drawn from a fixed seed: every load rebuilds the same projection."""
+    if linear.weight.device.type == "meta":
+        return
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * std)
+        linear.bias.zero_()
+
+
 def apply_head(model, head: str) -> dict:
     """Reshape the classifier for `model.head`; returns the LoRA targets and trainable modules it
     adds: {"targets": [...], "modules_to_save": [...] or None (the task type's default)}."""
@@ -189,6 +200,7 @@ def apply_head(model, head: str) -> dict:
                 model.classifier = FirstTokenLinear(config.hidden_size, config.num_labels,
                                                     classifier.dropout.p, config.initializer_range)
             return {"targets": [], "modules_to_save": None}
+        _fixed_init(classifier.dense, config.initializer_range)
         return {"targets": ["classifier.dense"], "modules_to_save": ["classifier.out_proj"]}
     if isinstance(classifier, torch.nn.Linear) and pooler_dense is not None:  # BERT-style: pooler + linear
         if head == "linear":
