@@ -58,18 +58,23 @@ def baseline() -> dict:
             "command": f"lorafit baseline --data {AGNEWS.relative_to(ROOT.parent)} " + " ".join(SPLIT)}
 
 
-def ensemble(runs: list[dict]) -> dict:
-    """Probabilities of the three seeds averaged, evaluated on the same validation rows."""
+def split_part_csv(recipe: str, part: str) -> Path:
+    """One part ("train" or "validation") of the benchmark's split, as lorafit makes it, in a CSV file."""
     import pandas as pd
 
     sys.path.insert(0, str(ROOT / "src"))
     from lorafit.config import load_recipe
     from lorafit.data import prepare_splits
 
-    recipe = load_recipe(ROOT / runs[0]["recipe"], [f"data.train={AGNEWS}", *SPLIT])
-    validation = prepare_splits(recipe.data, None).validation
-    path = WORK / "validation.csv"
-    pd.DataFrame({"text": validation.texts, "label": validation.labels}).to_csv(path, index=False)
+    examples = getattr(prepare_splits(load_recipe(ROOT / recipe, [f"data.train={AGNEWS}", *SPLIT]).data, None), part)
+    path = WORK / f"{part}-part.csv"
+    pd.DataFrame({"text": examples.texts, "label": examples.labels}).to_csv(path, index=False)
+    return path
+
+
+def ensemble(runs: list[dict]) -> dict:
+    """Probabilities of the three seeds averaged, evaluated on the same validation rows."""
+    path = split_part_csv(runs[0]["recipe"], "validation")
     start = time.perf_counter()
     others = [r["run_dir"] for r in runs[1:]]
     metrics = json.loads(lorafit("evaluate", runs[0]["run_dir"], "--data", str(path), "--json",
@@ -84,14 +89,7 @@ def search() -> dict:
     """The search, on the training part of the split only."""
     import pandas as pd
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from lorafit.config import load_recipe
-    from lorafit.data import prepare_splits
-
-    recipe = load_recipe(ROOT / "recipes" / "minilm-search.yaml", [f"data.train={AGNEWS}", *SPLIT])
-    training_part = prepare_splits(recipe.data, None).train
-    path = WORK / "training-part.csv"
-    pd.DataFrame({"text": training_part.texts, "label": training_part.labels}).to_csv(path, index=False)
+    path = split_part_csv("recipes/minilm-search.yaml", "train")
     folder = WORK / "search"
     start = time.perf_counter()
     lorafit("search", "recipes/minilm-search.yaml", f"data.train={path}", "--output-dir", str(folder))

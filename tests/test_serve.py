@@ -17,20 +17,13 @@ from fastapi.testclient import TestClient
 from lorafit.inference import ensemble_proba, load_runs
 from lorafit.serve import Limits, create_app
 
-from conftest import RECIPES
 
 LIMITS = Limits(max_texts=4, max_chars=300, max_wait_ms=20)
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_roberta, agnews_csv, tmp_path_factory):
-    from lorafit.cli import main
-
-    run_dir = tmp_path_factory.mktemp("serve") / "run"
-    assert main(["train", str(RECIPES / "agnews-report-b.yaml"), f"model.name={tiny_roberta}",
-                 f"data.train={agnews_csv}", "data.limit=120", "data.validation_size=32", "data.max_length=32",
-                 "training.epochs=1", "--output-dir", str(run_dir)]) == 0
-    return load_runs([run_dir], precision="fp32")
+def runs(tiny_finished_run):
+    return load_runs([tiny_finished_run], precision="fp32")
 
 
 @pytest.fixture(scope="module")

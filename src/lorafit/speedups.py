@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION_NAME = "lorafit_cpu_dropout"
 _LEVELS = 1 << 16
@@ -38,8 +39,6 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
     """Attention for a transformers model: SDPA when nothing is dropped (inference), otherwise
     the eager computation with the cheap dropout (SDPA's CPU kernels cannot drop, so SDPA
     would fall back to this computation anyway, with the expensive dropout)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if not module.training or dropout == 0.0 or query.device.type != "cpu":
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
