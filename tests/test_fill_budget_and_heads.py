@@ -85,6 +85,32 @@ def test_bert_heads_use_the_first_token_or_adapt_the_pooler(minilm_dir):
     assert linear.total < default.total  # the pooler is gone
 
 
+@pytest.mark.parametrize("model_fixture", ["tiny_roberta", "minilm_dir"])
+def test_mean_head_averages_real_tokens_only(model_fixture, request):
+    from transformers import AutoTokenizer
+
+    folder = request.getfixturevalue(model_fixture)
+    recipe = load_recipe(RECIPES / "quickstart.yaml", [f"model.name={folder}", "model.head=mean"])
+    assert plan(recipe).head == plan(load_recipe(RECIPES / "quickstart.yaml",
+                                                 [f"model.name={folder}", "model.head=linear"])).head
+    torch.manual_seed(0)
+    model = build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    short = "Stocks rise."
+    batch = tokenizer([short, "A much longer headline about a football match played in the rain."],
+                      padding=True, return_tensors="pt")
+    alone = tokenizer([short], return_tensors="pt")
+    with torch.no_grad():
+        padded_logits = model(**batch).logits[0]
+        alone_logits = model(**alone).logits[0]
+        hidden = model.get_base_model().base_model(**alone).last_hidden_state
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1]  # the short text is padded
+    torch.testing.assert_close(padded_logits, alone_logits, atol=1e-4, rtol=1e-4)
+    trained_head = model.get_base_model().classifier.modules_to_save["default"]
+    out_proj = getattr(trained_head, "out_proj", trained_head)  # RoBERTa: pooling + out_proj; BERT: the linear
+    torch.testing.assert_close(alone_logits, out_proj(hidden.mean(dim=1))[0], atol=1e-4, rtol=1e-4)
+
+
 def test_dora_adds_one_magnitude_per_output_feature(roberta_dir):
     result = plan(recipe_a(roberta_dir, "lora.use_dora=true"))
     assert result.lora == REPORT_A_MODULES * (7 * 2 * HIDDEN + HIDDEN)

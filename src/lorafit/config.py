@@ -75,10 +75,11 @@ class ModelConfig:
     classifier_dropout: Optional[float] = _f(None, "an extra dropout applied to the classifier head's input")
     trust_remote_code: bool = _f(False, "allow model code from the hub (only for models you trust)")
     head: str = _f("default", "classifier head: default (the model's own, as the reports) | linear (one linear "
-                              "layer on the first token) | lora-dense (the head's dense layer adapted with LoRA)")
+                              "layer on the first token) | mean (one linear layer on the mean of the tokens) | "
+                              "lora-dense (the head's dense layer adapted with LoRA)")
 
     def __post_init__(self) -> None:
-        _check_choice("model.head", self.head, ("default", "linear", "lora-dense"))
+        _check_choice("model.head", self.head, ("default", "linear", "mean", "lora-dense"))
         for key in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
             value = getattr(self, key)
             if value is not None and not 0 <= value < 1:

@@ -152,25 +152,54 @@ def lora_config(settings: LoraSettings, target_modules: list[str], modules_to_sa
                       alpha_pattern=dict(settings.alpha_pattern), use_dora=settings.use_dora)
 
 
-class FirstTokenLinear(torch.nn.Module):
-    """The `linear` head: dropout and one linear layer on the first token's final hidden state."""
+class FirstToken(torch.nn.Module):
+    """Stands in for a BERT pooler: the first token's hidden state, without the dense layer."""
 
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float, init_std: float):
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states[:, 0]
+
+
+class MaskedMean(torch.nn.Module):
+    """The mean of the final hidden states over real tokens (how sentence-transformers encoders
+    such as all-MiniLM-L6-v2 were trained). A pooler or classifier is handed only the hidden
+    states, so `watch_attention_mask` copies the encoder's mask here before each forward pass."""
+
+    def __init__(self):
         super().__init__()
+        self.attention_mask = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.attention_mask is None:
+            return hidden_states.mean(dim=1)
+        weights = self.attention_mask[..., None].to(hidden_states.dtype)
+        return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
+def watch_attention_mask(model, encoder: torch.nn.Module) -> None:
+    """Hand the encoder's attention mask to every MaskedMean in the model. Looked up at call time,
+    since PEFT may replace the head by a copy after this hook is registered."""
+
+    def share_mask(module, args, kwargs):
+        for pool in model.modules():
+            if isinstance(pool, MaskedMean):
+                pool.attention_mask = kwargs.get("attention_mask")
+
+    encoder.register_forward_pre_hook(share_mask, with_kwargs=True)
+
+
+class PooledLinear(torch.nn.Module):
+    """The `linear` and `mean` heads: pooling, dropout and one linear layer."""
+
+    def __init__(self, pool: torch.nn.Module, hidden_size: int, num_labels: int, dropout: float, init_std: float):
+        super().__init__()
+        self.pool = pool
         self.dropout = torch.nn.Dropout(dropout)
         self.out_proj = torch.nn.Linear(hidden_size, num_labels)
         torch.nn.init.normal_(self.out_proj.weight, std=init_std)
         torch.nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, features: torch.Tensor, **_) -> torch.Tensor:
-        return self.out_proj(self.dropout(features[:, 0]))
-
-
-class FirstToken(torch.nn.Module):
-    """Stands in for a BERT pooler: the first token's hidden state, without the dense layer."""
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return hidden_states[:, 0]
+        return self.out_proj(self.dropout(self.pool(features)))
 
 
 def _fixed_init(linear: torch.nn.Linear, std: float) -> None:
@@ -193,18 +222,21 @@ def apply_head(model, head: str) -> dict:
     encoder = getattr(model, model.base_model_prefix, None)
     pooler_dense = getattr(getattr(encoder, "pooler", None), "dense", None)
     config = model.config
+    pool = MaskedMean() if head == "mean" else FirstToken()
+    if head == "mean" and encoder is not None:
+        watch_attention_mask(model, encoder)
     if classifier is not None and hasattr(classifier, "dense") and hasattr(classifier, "out_proj"):
-        if head == "linear":  # RoBERTa-style head: dense + tanh + out_proj on the first token
+        if head in ("linear", "mean"):  # RoBERTa-style head: dense + tanh + out_proj on the first token
             device = next(classifier.parameters()).device
             with torch.device(device):
-                model.classifier = FirstTokenLinear(config.hidden_size, config.num_labels,
-                                                    classifier.dropout.p, config.initializer_range)
+                model.classifier = PooledLinear(pool, config.hidden_size, config.num_labels,
+                                                classifier.dropout.p, config.initializer_range)
             return {"targets": [], "modules_to_save": None}
         _fixed_init(classifier.dense, config.initializer_range)
         return {"targets": ["classifier.dense"], "modules_to_save": ["classifier.out_proj"]}
     if isinstance(classifier, torch.nn.Linear) and pooler_dense is not None:  # BERT-style: pooler + linear
-        if head == "linear":
-            encoder.pooler = FirstToken()
+        if head in ("linear", "mean"):
+            encoder.pooler = pool
             return {"targets": [], "modules_to_save": None}
         return {"targets": [f"{model.base_model_prefix}.pooler.dense"], "modules_to_save": ["classifier"]}
     raise LorafitError(f"model.head={head} is not available for {type(model).__name__}; use model.head=default")
