@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue an interrupted run (default: the recipe's run directory) from its newest "
                             "complete checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument("--nproc", type=int, default=1,
+                       help="data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs); "
+                            "training.batch_size is per process")
 
     search = commands.add_parser("search", help="Optuna search over the recipe's search.space, inside the budget")
     search.add_argument("recipe")
@@ -164,13 +167,19 @@ def cmd_baseline(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import load_recipe
+    from .distributed import is_main_process, launch, without_option
     from .train import train
 
+    if args.nproc != 1:
+        load_recipe(args.recipe, args.overrides)  # a bad recipe fails here once, not in N processes
+        return launch(args.nproc, without_option(args.argv, "--nproc"))
     output_dir = args.resume if isinstance(args.resume, str) else args.output_dir
     if args.resume and args.overwrite:
         raise LorafitError("--resume continues a run and --overwrite replaces it: choose one")
     result = train(load_recipe(args.recipe, args.overrides), output_dir=output_dir, resume=bool(args.resume),
                    overwrite=args.overwrite)
+    if not is_main_process():
+        return 0
     m = result.metrics
     print(f"run {result.run_dir}: validation accuracy {m['accuracy']:.4f}, weighted F1 {m['f1']:.4f} "
           f"(n={m['n']}, best epoch {m['best_epoch']}), {result.plan.trainable:,} trainable, "
@@ -238,7 +247,9 @@ COMMANDS = {"plan": cmd_plan, "train": cmd_train, "search": cmd_search, "baselin
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv
     # argparse stops collecting positional overrides at the first option: take the later ones too
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra

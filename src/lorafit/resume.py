@@ -71,6 +71,8 @@ class CheckpointMarker(TrainerCallback):
     Two checkpoints are kept, so a kill while the newer is written leaves the older marked one."""
 
     def on_save(self, args, state, control, **_):
+        if not state.is_world_process_zero:
+            return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
             rundir.write_text(folder / CHECKPOINT_DONE, f"{state.global_step}\n")
@@ -89,7 +91,7 @@ class BestEpochWeights(TrainerCallback):
         if not scores or metrics is None:
             return
         best = scores.index(max(scores))
-        if best == len(scores) - 1:  # this evaluation is the best so far (it is already logged)
+        if best == len(scores) - 1 and state.is_world_process_zero:  # the best so far (it is already logged)
             self.save(metrics["eval_accuracy"], state.epoch)
         if self.patience and len(scores) - 1 - best >= self.patience:
             control.should_training_stop = True

@@ -21,7 +21,7 @@ from .device import configure_threads, use_bf16
 from .metrics import classification_metrics, trainer_scores
 from .model import build_lora_model, load_tokenizer, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
-from .resume import BEST_WEIGHTS, CHECKPOINTS, BestEpochWeights, CheckpointMarker, prepare_run_dir
+from .resume import BEST_WEIGHTS, CHECKPOINTS, BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "learning_rate"]
@@ -35,6 +35,7 @@ class RunResult:
     history: list[dict]
     plan: Plan
     wall_seconds: float
+    wrote_artifacts: bool = True  # False on the non-zero ranks of a data-parallel run
 
 
 def run_directory(recipe: Recipe, output_dir: str | None = None) -> Path:
@@ -106,6 +107,9 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
         report_to="none",
         disable_tqdm=False,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # classification losses are per-example means that ignore num_items_in_batch; with this on,
+        # the Trainer would still multiply them by the process count (doubling gradients on 2 processes)
+        average_tokens_across_devices=False,
     )
 
 
@@ -126,24 +130,31 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
     label_names = splits.info["label_names"]
     budget_plan = plan(recipe, label_names)
     budget_plan.check()  # before any weights are loaded or files written
-    checkpoint = prepare_run_dir(run_dir, recipe, resume, overwrite)
-
     speed = speed_settings(recipe)
+    args = training_arguments(recipe, run_dir / CHECKPOINTS, speed)  # joins the process group under torchrun
+    speed["processes"] = args.world_size
+    main = args.process_index == 0
+    with args.main_process_first(local=False, desc="claiming the run directory"):
+        checkpoint = prepare_run_dir(run_dir, recipe, resume, overwrite) if main else \
+            newest_checkpoint(run_dir) if resume else None
+
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
     model = apply_speedups(build_lora_model(recipe.model, recipe.lora, label_names,
                                             total_steps=optimizer_steps(recipe, len(splits.train))), speed)
-    train_set, validation_set = (tokenize(part, tokenizer, recipe.data.max_length, recipe.data.pad_to_max_length,
-                                          cache=recipe.data.cache_tokenized)
-                                 for part in (splits.train, splits.validation))
+    with args.main_process_first(local=False, desc="tokenizing"):  # one process writes the cache
+        train_set, validation_set = (tokenize(part, tokenizer, recipe.data.max_length,
+                                              recipe.data.pad_to_max_length, cache=recipe.data.cache_tokenized)
+                                     for part in (splits.train, splits.validation))
     best = BestEpochWeights(model, run_dir, recipe.training.early_stopping_patience)
     callbacks = [best, CheckpointMarker(), *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
-    trainer = Trainer(model=model, args=training_arguments(recipe, run_dir / CHECKPOINTS, speed),
+    trainer = Trainer(model=model, args=args,
                       train_dataset=train_set, eval_dataset=validation_set, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=trainer_scores,
                       callbacks=callbacks)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the best epoch's weights
     if recipe.lora.variant != "adalora":  # AdaLoRA prunes ranks as it trains: earlier weights no longer fit
         best.restore()
 
@@ -153,6 +164,8 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
     metrics = classification_metrics(output.label_ids, output.predictions.argmax(-1), label_names)
     metrics["best_epoch"] = best_epoch(history)
     wall = time.time() - started
+    if not main:
+        return RunResult(run_dir, metrics, history, budget_plan, wall, wrote_artifacts=False)
     staging = run_dir / ".staging"
     save_run(staging, recipe, model, tokenizer, label_names, metrics, history, budget_plan, splits.info, speed, wall)
     rundir.publish(staging, run_dir)

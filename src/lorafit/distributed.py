@@ -1,0 +1,39 @@
+"""Data-parallel training: starting N processes with torchrun, and telling rank 0 apart."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from .errors import LorafitError
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def launch(nproc: int, lorafit_args: list[str]) -> int:
+    """Run `lorafit <lorafit_args>` in `nproc` processes on this machine (torchrun, standalone rendezvous).
+    Each process gets an equal share of the CPU cores unless OMP_NUM_THREADS says otherwise."""
+    if nproc < 1:
+        raise LorafitError(f"--nproc must be at least 1, not {nproc}")
+    environment = dict(os.environ)
+    environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "lorafit", *lorafit_args]
+    return subprocess.run(command, env=environment, check=False).returncode
+
+
+def without_option(argv: list[str], option: str) -> list[str]:
+    """argv with `option VALUE` / `option=VALUE` removed."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            kept.append(arg)
+    return kept
