@@ -78,8 +78,17 @@ class ModelConfig:
                               "layer on the first token) | mean (one linear layer on the mean of the tokens) | "
                               "lora-dense (the head's dense layer adapted with LoRA)")
 
+    quantization: Optional[str] = _f(None, "train on a quantized frozen base (QLoRA, needs bitsandbytes): 4bit "
+                                           "(NF4, double quantization) | 8bit; inference uses the full base")
+    quantization_compute_dtype: str = _f("auto", "dtype of 4-bit matmuls: auto (bfloat16 where the hardware has "
+                                                 "it, else float32) | bfloat16 | float16 | float32")
+
     def __post_init__(self) -> None:
         _check_choice("model.head", self.head, ("default", "linear", "mean", "lora-dense"))
+        if self.quantization is not None:
+            _check_choice("model.quantization", self.quantization, ("4bit", "8bit"))
+        _check_choice("model.quantization_compute_dtype", self.quantization_compute_dtype,
+                      ("auto", "bfloat16", "float16", "float32"))
         for key in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
             value = getattr(self, key)
             if value is not None and not 0 <= value < 1:

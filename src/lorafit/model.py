@@ -62,8 +62,31 @@ def load_tokenizer(model_cfg: ModelConfig):
         raise LorafitError(f"tokenizer of '{model_cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
 
 
-def build_base_model(model_cfg: ModelConfig, label_names: list[str], weights: bool = True):
-    """The encoder with a fresh classification head; on the meta device (no memory) when weights=False."""
+def quantization_config(model_cfg: ModelConfig):
+    """bitsandbytes settings for `model.quantization` (QLoRA's NF4 with double quantization for
+    4bit). The head stays in full precision: it is trained, and new, so not in the checkpoint."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise LorafitError(f"model.quantization={model_cfg.quantization} needs bitsandbytes: "
+                           "pip install 'lorafit[qlora]' (or drop model.quantization)") from None
+    from transformers import BitsAndBytesConfig
+
+    from .device import bf16_supported
+
+    head = ["classifier", "score", "pre_classifier"]
+    if model_cfg.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=head)
+    dtype = model_cfg.quantization_compute_dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if bf16_supported() else "float32"
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=getattr(torch, dtype), llm_int8_skip_modules=head)
+
+
+def build_base_model(model_cfg: ModelConfig, label_names: list[str], weights: bool = True, quantize: bool = False):
+    """The encoder with a fresh classification head; on the meta device (no memory) when weights=False;
+    with its frozen linear layers quantized by bitsandbytes when `quantize` and the recipe asks for it."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -71,14 +94,27 @@ def build_base_model(model_cfg: ModelConfig, label_names: list[str], weights: bo
     if not weights:
         with torch.device("meta"):
             return AutoModelForSequenceClassification.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
+    quantized = {}
+    if quantize and model_cfg.quantization:
+        device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+        quantized = {"quantization_config": quantization_config(model_cfg), "device_map": {"": device}}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" warning is expected: we train it
     hf_logging.disable_progress_bar()  # a bar per model load is noise around lorafit's own output
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(model_cfg.name), config=config, trust_remote_code=model_cfg.trust_remote_code)
+            resolve_model_path(model_cfg.name), config=config, trust_remote_code=model_cfg.trust_remote_code,
+            **quantized)
     except (OSError, ValueError) as e:
         raise LorafitError(f"weights of '{model_cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # bitsandbytes without kernels for this device fails in many ways
+        if not quantized:
+            raise
+        import bitsandbytes
+
+        raise LorafitError(f"model.quantization={model_cfg.quantization}: bitsandbytes {bitsandbytes.__version__} "
+                           f"could not quantize on {quantized['device_map']['']} ({str(e).splitlines()[0][:200]}); "
+                           "install a bitsandbytes build for this device or drop model.quantization") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
@@ -265,8 +301,13 @@ def build_lora_model(model_cfg: ModelConfig, lora: LoraSettings, label_names: li
     """The PEFT model to train: frozen encoder + LoRA on the targets + the trainable head."""
     from peft import get_peft_model
 
-    base = build_base_model(model_cfg, label_names, weights=weights)
+    base = build_base_model(model_cfg, label_names, weights=weights, quantize=True)
     head = apply_head(base, model_cfg.head)
+    if weights and model_cfg.quantization:
+        from peft import prepare_model_for_kbit_training
+
+        # norms and head in fp32, gradient checkpointing (QLoRA is about memory), gradients into the inputs
+        base = prepare_model_for_kbit_training(base, gradient_checkpointing_kwargs={"use_reentrant": False})
     targets = resolve_targets(base, lora.targets) + head["targets"]
     model = get_peft_model(base, lora_config(lora, targets, head["modules_to_save"], total_steps))
     if model_cfg.classifier_dropout:

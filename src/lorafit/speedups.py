@@ -58,7 +58,8 @@ def cast_frozen_linears(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -
     same numbers. Embeddings, norms and trainable weights stay as they are. Returns the count."""
     cast = 0
     for module in model.modules():
-        if isinstance(module, nn.Linear) and not module.weight.requires_grad:
+        # quantized (bitsandbytes) layers are nn.Linear too, with integer weights: left alone
+        if isinstance(module, nn.Linear) and not module.weight.requires_grad and module.weight.is_floating_point():
             for parameter in (module.weight, module.bias):
                 if parameter is not None and not parameter.requires_grad:
                     parameter.data = parameter.data.to(dtype)
