@@ -84,6 +84,8 @@ def _run_command(commands, name: str, help: str, reads_files: bool = False) -> a
                          help="more runs (same labels) whose class probabilities are averaged with RUN's")
     command.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                          help="auto: bf16 where the hardware has bf16 units")
+    command.add_argument("--int8", action="store_true",
+                         help="dynamic int8 quantization of the merged model's linear layers (CPU)")
     if reads_files:
         command.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
         command.add_argument("--trust-pickle", action="store_true", help="allow a pickled input file")
@@ -190,7 +192,9 @@ def cmd_train(args) -> int:
 def _load(args):
     from .inference import load_runs
 
-    return load_runs([args.run, *args.ensemble], precision=args.precision)
+    if args.int8 and args.precision != "auto":
+        raise LorafitError(f"--int8 and --precision {args.precision} are two precisions: choose one")
+    return load_runs([args.run, *args.ensemble], precision="int8" if args.int8 else args.precision)
 
 
 def cmd_evaluate(args) -> int:

@@ -34,7 +34,8 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -> LoadedRun:
     """The base model with the run's adapter and head; LoRA merged into the weights for speed,
-    and bf16 autocast where the hardware has bf16 units (precision='fp32' turns it off)."""
+    and bf16 autocast where the hardware has bf16 units (precision='fp32' turns it off;
+    precision='int8' quantizes the merged linear layers instead, on a CPU)."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -44,7 +45,8 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
     label_names = info["label_names"]
     base = build_base_model(recipe.model, label_names)
     apply_head(base, recipe.model.head)
-    bf16 = use_bf16(precision)
+    int8 = precision == "int8"
+    bf16 = not int8 and use_bf16(precision)
     try:
         adapted = PeftModel.from_pretrained(base, run_dir)
     except (RuntimeError, ValueError, KeyError) as e:  # shape or module-name mismatch
@@ -53,6 +55,8 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
         raise LorafitError(f"{run_dir}: the adapter does not fit the base model '{recipe.model.name}' with "
                            f"{len(label_names)} labels ({detail[:240]})") from None
     model = for_inference(adapted, merge, bf16)
+    if int8:
+        model = quantize_int8(model)
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=bf16)
 
@@ -65,6 +69,25 @@ def for_inference(peft_model, merge: bool, bf16: bool) -> torch.nn.Module:
     if merge and bf16 and next(model.parameters()).device.type == "cpu":
         cast_frozen_linears(model)
     return model
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of every linear layer: weights per output channel, once;
+    activations per batch. The model must be merged, and on the CPU."""
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    if next(model.parameters()).device.type != "cpu":
+        raise LorafitError("--int8 is for CPU inference; on a GPU use the default precision")
+    if any("lora_" in name for name, _ in model.named_parameters()):
+        raise LorafitError("--int8 needs the merged model (the LoRA matrices folded into the weights)")
+    if "onednn" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "onednn"  # 15% faster than fbgemm here (bench/RESULTS.md)
+    with warnings.catch_warnings():
+        # torch deprecates quantized tensors in favour of torchao, but still ships these kernels
+        warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*", category=UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def predict_proba(run: LoadedRun, texts: list[str], max_tokens: int = 4096, max_rows: int = 256,
