@@ -15,7 +15,6 @@ from .device import use_bf16
 from .errors import LorafitError
 from .metrics import classification_metrics
 from .model import apply_head, build_base_model
-from .speedups import cast_frozen_linears
 
 
 @dataclass
@@ -34,7 +33,7 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -> LoadedRun:
     """The base model with the run's adapter and head; LoRA merged into the weights for speed,
-    and bf16 autocast where the hardware has bf16 units (precision='fp32' turns it off;
+    and bf16 where the hardware has bf16 units (precision='fp32' turns it off;
     precision='int8' quantizes the merged linear layers instead, on a CPU)."""
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -62,12 +61,13 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
 
 
 def for_inference(peft_model, merge: bool, bf16: bool) -> torch.nn.Module:
-    """Frozen, in eval mode; merged, with its linear weights stored in bf16 when autocast will
-    run them in bf16 anyway (on a CPU, that saves a cast per layer and call)."""
+    """Frozen, in eval mode, merged. On a CPU with bf16 units the merged model is stored wholly in
+    bf16 and run without autocast: autocast would keep layer norms in fp32 and cast activations
+    back and forth around them (a third more throughput at batch 32 for MiniLM, bench/RESULTS.md)."""
     model = peft_model.merge_and_unload() if merge else peft_model
     model.eval().requires_grad_(False)
     if merge and bf16 and next(model.parameters()).device.type == "cpu":
-        cast_frozen_linears(model)
+        model.to(torch.bfloat16)
     return model
 
 
@@ -102,7 +102,8 @@ def predict_proba(run: LoadedRun, texts: list[str], max_tokens: int = 4096, max_
 
         batches = tqdm(batches, desc="predict", unit="batch")
     device_type = next(run.model.parameters()).device.type
-    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=run.bf16):
+    autocast = run.bf16 and next(run.model.parameters()).dtype != torch.bfloat16  # a bf16 model needs none
+    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
         for rows in batches:
             logits = run.model(**padded(encoded, rows, run.tokenizer.pad_token_id)).logits
             probabilities[rows] = torch.softmax(logits.float(), dim=-1).numpy()
