@@ -425,6 +425,14 @@ def serving(r: dict) -> list[str]:
     lines += [f"| {name} | {v['requests']} | {v['errors']} | {v['requests_per_s']:.0f} | {v['texts_per_s']:.0f} | "
               f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} |" for name, v in (("plain", s["plain"]),
                                                                        ("lorafit", s["lorafit"]))]
+    if "model_alone" in s:
+        alone = s["model_alone"]
+        lines += ["", f"The ceiling: the same inference path alone, batches of {alone['batch']} texts back to back "
+                      f"with no HTTP, no event loop and no load client on the two cores, classifies "
+                      f"{alone['texts_per_s']:.0f} texts/s, {alone['texts_per_s'] / s['plain']['texts_per_s']:.1f}× "
+                      f"the plain server. With {s['clients']} clients sending one text each, no batch can be larger; "
+                      f"lorafit's server reaches {100 * s['lorafit']['texts_per_s'] / alone['texts_per_s']:.0f}% "
+                      "of that ceiling while the load client runs on the same two cores."]
     return lines + [""]
 
 

@@ -3,7 +3,8 @@ one AG News text per request, against lorafit's micro-batching server and the pl
 (`--no-batching`: one forward pass per request) built from the same run.
 
 python bench/serve_load.py RUN [--clients 32] [--seconds 20]   (make bench runs it on a MiniLM run)
-Prints one JSON object: requests/s, texts/s, p50/p99 latency and errors for each server.
+Prints one JSON object: requests/s, texts/s, p50/p99 latency and errors for each server, and the
+model alone at a batch of one text per client (the ceiling for any server here).
 """
 
 from __future__ import annotations
@@ -82,6 +83,21 @@ def run_server(run_dir: str, batching: bool, texts: list[str], clients: int, sec
         server.wait(timeout=30)
 
 
+def model_alone(run_dir: str, texts: list[str], batch: int, seconds: float) -> dict:
+    """The ceiling for any server on this machine: the same inference path, batches of `batch` texts
+    back to back, with no HTTP, no event loop and no load client sharing the cores."""
+    from lorafit.inference import ensemble_proba, load_run
+
+    run = load_run(run_dir)
+    ensemble_proba(run, texts[:batch])
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        first = done % (len(texts) - batch)
+        ensemble_proba(run, texts[first:first + batch])
+        done += batch
+    return {"batch": batch, "texts_per_s": done / (time.perf_counter() - start)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
@@ -93,7 +109,8 @@ def main() -> None:
     texts = [t[:300] for t in pd.read_csv(AGNEWS).text.tolist()[-1000:]]
     result = {"clients": options.clients, "seconds": options.seconds,
               "plain": run_server(options.run, False, texts, options.clients, options.seconds),
-              "lorafit": run_server(options.run, True, texts, options.clients, options.seconds)}
+              "lorafit": run_server(options.run, True, texts, options.clients, options.seconds),
+              "model_alone": model_alone(options.run, texts, options.clients, min(options.seconds, 10))}
     print(json.dumps(result))
 
 
