@@ -169,7 +169,7 @@ def cmd_baseline(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import load_recipe
-    from .distributed import is_main_process, launch, without_option
+    from .distributed import launch, without_option
     from .train import train
 
     if args.nproc != 1:
@@ -180,7 +180,7 @@ def cmd_train(args) -> int:
         raise LorafitError("--resume continues a run and --overwrite replaces it: choose one")
     result = train(load_recipe(args.recipe, args.overrides), output_dir=output_dir, resume=bool(args.resume),
                    overwrite=args.overwrite)
-    if not is_main_process():
+    if not result.wrote_artifacts:  # another rank of a data-parallel run: rank 0 reports
         return 0
     m = result.metrics
     print(f"run {result.run_dir}: validation accuracy {m['accuracy']:.4f}, weighted F1 {m['f1']:.4f} "

@@ -1,4 +1,4 @@
-"""Data-parallel training: starting N processes with torchrun, and telling rank 0 apart."""
+"""Data-parallel training: starting N processes with torchrun."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ import subprocess
 import sys
 
 from .errors import LorafitError
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun / accelerate launch, or the only process."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def launch(nproc: int, lorafit_args: list[str]) -> int:
