@@ -40,7 +40,7 @@ def train(name: str, recipe: str, seed: int | None = None) -> dict:
     run_dir = WORK / (name.replace(" ", "-") + (f"-seed{seed}" if seed is not None else ""))
     extra = [f"training.seed={seed}"] if seed is not None else []
     start = time.perf_counter()
-    lorafit("train", recipe, f"data.train={AGNEWS}", *SPLIT, *extra, "--output-dir", str(run_dir))
+    lorafit("train", recipe, f"data.train={AGNEWS}", *SPLIT, *extra, "--output-dir", str(run_dir), "--overwrite")
     info = json.loads((run_dir / "run.json").read_text())
     metrics = info["validation"]
     return {"setting": name, "recipe": recipe, "trainable": info["parameters"]["trainable"],

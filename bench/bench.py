@@ -232,7 +232,7 @@ def train_run(pipeline: str, seed: int, run_dir: Path) -> dict:
     numeric = [o for o in PIPELINES[pipeline] if not o.startswith("data.pad_to_max_length")]
     command = [sys.executable, "-m", "lorafit", "train", "recipes/quickstart.yaml", f"data.train={AGNEWS}",
                "data.limit=4000", "data.validation_size=1000", "training.epochs=1", "data.max_length=256",
-               f"training.seed={seed}", *numeric, "--output-dir", str(run_dir)]
+               f"training.seed={seed}", *numeric, "--output-dir", str(run_dir), "--overwrite"]
     out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
