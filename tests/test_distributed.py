@@ -62,3 +62,12 @@ def test_nproc_must_be_positive(minilm_dir, agnews_csv, tmp_path):
     result = train(minilm_dir, agnews_csv, tmp_path / "run", "--nproc", "0")
     assert result.returncode == 2 and "--nproc must be at least 1" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_run_is_refused_before_any_process_starts(single_and_parallel, minilm_dir, agnews_csv):
+    _, parallel, _ = single_and_parallel
+    before = sorted(files(parallel))
+    result = train(minilm_dir, agnews_csv, parallel, "--nproc", "2")
+    assert result.returncode == 2 and "already holds a complete run" in result.stderr
+    assert "torch.distributed" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(files(parallel)) == before

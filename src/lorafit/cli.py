@@ -170,16 +170,17 @@ def cmd_baseline(args) -> int:
 def cmd_train(args) -> int:
     from .config import load_recipe
     from .distributed import launch, without_option
-    from .train import train
+    from .resume import check_run_dir
+    from .train import run_directory, train
 
-    if args.nproc != 1:
-        load_recipe(args.recipe, args.overrides)  # a bad recipe fails here once, not in N processes
-        return launch(args.nproc, without_option(args.argv, "--nproc"))
     output_dir = args.resume if isinstance(args.resume, str) else args.output_dir
     if args.resume and args.overwrite:
         raise LorafitError("--resume continues a run and --overwrite replaces it: choose one")
-    result = train(load_recipe(args.recipe, args.overrides), output_dir=output_dir, resume=bool(args.resume),
-                   overwrite=args.overwrite)
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.nproc != 1:  # a bad recipe or run directory fails here once, not in N processes
+        check_run_dir(run_directory(recipe, output_dir), recipe, bool(args.resume), args.overwrite)
+        return launch(args.nproc, without_option(args.argv, "--nproc"))
+    result = train(recipe, output_dir=output_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if not result.wrote_artifacts:  # another rank of a data-parallel run: rank 0 reports
         return 0
     m = result.metrics

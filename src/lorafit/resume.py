@@ -20,9 +20,8 @@ BEST_WEIGHTS = "best-epoch.safetensors"
 RECIPE_YAML = "recipe.yaml"
 
 
-def prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> Path | None:
-    """Claim the run directory; with `resume`, return the newest complete checkpoint (or None to
-    start from the beginning when the kill came before the first one)."""
+def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> None:
+    """Refuse, before anything starts, a run directory that `resume` / `overwrite` do not allow."""
     exists = run_dir.exists() and any(run_dir.iterdir())
     if resume:
         if not exists:
@@ -30,13 +29,20 @@ def prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool
         if rundir.is_complete(run_dir):
             raise LorafitError(f"{run_dir} is a complete run; nothing to resume (--overwrite retrains it)")
         _check_same_recipe(run_dir, recipe)
-        return newest_checkpoint(run_dir)
-    if exists and not overwrite:
+    elif exists and not overwrite:
         state = "a complete run" if rundir.is_complete(run_dir) else \
             f"an incomplete run (resume it: lorafit train {run_dir / RECIPE_YAML} --resume {run_dir})"
         raise LorafitError(f"{run_dir} already holds {state}; pass --overwrite to replace it, "
                            "or --output-dir for another directory")
-    if exists:
+
+
+def prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> Path | None:
+    """Claim the run directory; with `resume`, return the newest complete checkpoint (or None to
+    start from the beginning when the kill came before the first one)."""
+    check_run_dir(run_dir, recipe, resume, overwrite)
+    if resume:
+        return newest_checkpoint(run_dir)
+    if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_text(run_dir / RECIPE_YAML, yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True))
