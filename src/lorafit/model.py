@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -110,9 +111,8 @@ def build_base_model(model_cfg: ModelConfig, label_names: list[str], weights: bo
     except Exception as e:  # bitsandbytes without kernels for this device fails in many ways
         if not quantized:
             raise
-        import bitsandbytes
-
-        raise LorafitError(f"model.quantization={model_cfg.quantization}: bitsandbytes {bitsandbytes.__version__} "
+        version = metadata.version("bitsandbytes")
+        raise LorafitError(f"model.quantization={model_cfg.quantization}: bitsandbytes {version} "
                            f"could not quantize on {quantized['device_map']['']} ({str(e).splitlines()[0][:200]}); "
                            "install a bitsandbytes build for this device or drop model.quantization") from None
     finally:

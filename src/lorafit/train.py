@@ -135,8 +135,10 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
     speed["processes"] = args.world_size
     main = args.process_index == 0
     with args.main_process_first(local=False, desc="claiming the run directory"):
-        checkpoint = prepare_run_dir(run_dir, recipe, resume, overwrite) if main else \
-            newest_checkpoint(run_dir) if resume else None
+        if main:
+            checkpoint = prepare_run_dir(run_dir, recipe, resume, overwrite)
+        else:  # rank 0 has claimed it: only read where to resume from
+            checkpoint = newest_checkpoint(run_dir) if resume else None
 
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
     model = apply_speedups(build_lora_model(recipe.model, recipe.lora, label_names,
