@@ -18,6 +18,7 @@ import pandas as pd
 
 from .config import DataConfig
 from .errors import LorafitError
+from .packaged import cache_root
 
 AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
@@ -290,10 +291,6 @@ def tokenize(examples: Examples, tokenizer, max_length: int, pad_to_max_length: 
     if cache:
         _save_atomically(dataset, folder)
     return dataset
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LORAFIT_CACHE", Path.home() / ".cache" / "lorafit"))
 
 
 def _tokenized_key(examples: Examples, tokenizer, max_length: int, padded: bool) -> str:

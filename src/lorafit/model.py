@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import re
 from importlib import metadata
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import torch.nn.functional as F
 
 from .config import LoraSettings, ModelConfig
 from .errors import LorafitError
+from .packaged import packaged_model_folder
 
 # encoder blocks live in a ModuleList: roberta.encoder.layer.3, distilbert.transformer.layer.3, h.3 ...
 _LAYER_LISTS = {"layer", "layers", "h", "block", "blocks"}
@@ -19,18 +18,37 @@ _DROPOUT_KEYS = {"hidden_dropout": ("hidden_dropout_prob", "dropout", "hidden_dr
                  "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout")}
 
 
+# Architecture-free target names -> each family's module path inside an encoder layer.
+_BERT_LIKE = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+              "attention_output": "attention.output.dense", "ffn_in": "intermediate.dense",
+              "ffn_out": "output.dense"}
+PORTABLE_TARGETS = {
+    **dict.fromkeys(["bert", "roberta", "xlm-roberta", "camembert", "electra"], _BERT_LIKE),
+    "mpnet": {"query": "attention.attn.q", "key": "attention.attn.k", "value": "attention.attn.v",
+              "attention_output": "attention.attn.o", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"},
+    "distilbert": {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
+                   "attention_output": "attention.out_lin", "ffn_in": "ffn.lin1", "ffn_out": "ffn.lin2"},
+    "deberta-v2": {**_BERT_LIKE, "query": "attention.self.query_proj", "key": "attention.self.key_proj",
+                   "value": "attention.self.value_proj"},
+}
+PORTABLE_NAMES = tuple(_BERT_LIKE)
+
+
+def portable_to_module(name: str, model_type: str | None) -> str:
+    """The family's module path for a portable target name; any other name unchanged."""
+    family = PORTABLE_TARGETS.get(model_type or "")
+    if name in PORTABLE_NAMES and family is None and name not in ("query", "key", "value"):
+        raise LorafitError(f"lora target '{name}' is a portable name, mapped only for model types "
+                           f"{', '.join(sorted(PORTABLE_TARGETS))} (this model is '{model_type}'): "
+                           "name its modules explicitly")
+    return family.get(name, name) if family else name
+
+
 def resolve_model_path(name: str) -> str:
-    """A local folder as is; an installed package that ships a model folder; else a hub id."""
+    """A local folder as is; a model that an installed package ships; else a hub id."""
     if Path(name).is_dir():
         return str(Path(name).resolve())
-    module = name.replace("-", "_")
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
-        spec = importlib.util.find_spec(module)
-        if spec and spec.submodule_search_locations:
-            folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-            if (folder / "config.json").is_file():
-                return str(folder)
-    return name
+    return packaged_model_folder(name) or name
 
 
 def load_base_config(model_cfg: ModelConfig, label_names: list[str]):
@@ -132,18 +150,22 @@ def layer_of(module_name: str) -> tuple[int, str] | None:
 def resolve_targets(model: torch.nn.Module, targets: list) -> list[str]:
     """Full paths of the linear modules that the recipe's targets name, in model order.
 
+    Portable names (query, key, value, attention_output, ffn_in, ffn_out) are first mapped to
+    the model family's own module names (PORTABLE_TARGETS).
+
     Inside a layer a name matches the module whose path within the layer equals it, or failing
     that, ends with it: `output.dense` is the feed-forward output, `query` the attention query.
     """
     linear = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d)) or
               type(m).__name__ == "Conv1D"]
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
     chosen: set[str] = set()
     for target in targets:
         if isinstance(target, str) and target in linear:
             chosen.add(target)
             continue
         names, layers = ([target], None) if isinstance(target, str) else (target["modules"], target.get("layers"))
-        for name in names:
+        for name in (portable_to_module(n, model_type) for n in names):
             found = _match_in_layers(linear, name, layers)
             if not found:
                 candidates = sorted({(layer_of(n) or (0, n))[1] for n in linear})

@@ -19,7 +19,7 @@ from .config import Recipe
 from .data import prepare_splits, tokenize
 from .device import configure_threads, use_bf16
 from .metrics import classification_metrics, trainer_scores
-from .model import build_lora_model, load_tokenizer, resolve_model_path
+from .model import build_lora_model, load_tokenizer
 from .plots import plot_confusion_matrix, plot_history
 from .resume import BEST_WEIGHTS, CHECKPOINTS, BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout
@@ -207,7 +207,7 @@ def save_run(run_dir: Path, recipe: Recipe, model, tokenizer, label_names, metri
     plot_confusion_matrix(metrics["confusion_matrix"], label_names, run_dir / "plots" / "confusion_matrix.png")
     rundir.write_json(run_dir / rundir.RUN_JSON, {
         "recipe": recipe.to_dict(),
-        "base_model": resolve_model_path(recipe.model.name),
+        "base_model": recipe.model.name,  # a name, not a path on this machine
         "label_names": label_names,
         "data": data_info,
         "speed": speed,
