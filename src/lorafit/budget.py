@@ -24,6 +24,8 @@ class Plan:
     lora_modules: dict = field(default_factory=dict)  # full module path -> params, every adapted module
     head_modules: dict = field(default_factory=dict)
     other_modules: dict = field(default_factory=dict)
+    frozen_below: int = 0  # layers below this one train nothing: training.reuse_frozen_layers can reuse them
+    reuse_frozen_layers: bool = False
 
     @property
     def fits(self) -> bool:
@@ -83,7 +85,10 @@ def plan(recipe: Recipe, label_names: list[str] | None = None) -> Plan:
         else:
             counts["other"] += n
             other_modules[path.rsplit(".", 1)[0]] += n
+    from .frozen import first_trained_layer
+
     return Plan(model=recipe.model.name, trainable=trainable, total=total, budget=recipe.budget.max_trainable,
+                frozen_below=first_trained_layer(model), reuse_frozen_layers=recipe.training.reuse_frozen_layers,
                 **counts, lora_by_target={k: dict(v) for k, v in by_target.items()},
                 lora_outside_layers=dict(outside), lora_modules=dict(lora_modules), head_modules=dict(head_modules),
                 other_modules=dict(other_modules))
@@ -102,6 +107,11 @@ def format_plan(p: Plan) -> str:
         lines.append(f"head       {module:<41} {n:>10,}")
     for module, n in p.other_modules.items():
         lines.append(f"other      {module:<41} {n:>10,}")
+    if p.frozen_below:
+        switch = "on" if p.reuse_frozen_layers else "off: training.reuse_frozen_layers=true"
+        lines.append(f"frozen     layers 0-{p.frozen_below - 1} train nothing: computed once and reused ({switch})")
+    else:
+        lines.append("frozen     layer 0 trains: no frozen layers to reuse")
     share = 100 * p.trainable / p.total if p.total else 0
     lines += [f"trainable  {p.trainable:,} of {p.total:,} ({share:.2f}%)",
               f"budget     {p.budget:,}: " + ("fits" if p.fits else f"EXCEEDED by {p.trainable - p.budget:,}")]

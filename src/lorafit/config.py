@@ -40,6 +40,8 @@ class DataConfig:
     validation_size: float = _f(0.1, "validation rows carved out of the training data: a fraction (<1) or a count")
     validation_file: Optional[str] = _f(None, "a separate labelled file for validation instead of a split")
     limit: Optional[int] = _f(None, "use only this many training rows (stratified sample), for quick runs")
+    train_limit: Optional[int] = _f(None, "after the validation split, train on only this many of the rest "
+                                          "(stratified): the validation split stays that of the whole file")
     pad_to_max_length: bool = _f(False, "pad every example to max_length (the reports' way; slow) instead of per batch")
     cache_tokenized: bool = _f(True, "keep tokenized data on disk (LORAFIT_CACHE, default ~/.cache/lorafit)")
     seed: int = _f(42, "seed of the validation split and of `limit` sampling")
@@ -60,8 +62,9 @@ class DataConfig:
             raise LorafitError(
                 f"data.validation_size must be a fraction in (0, 1) or a whole row count, got {self.validation_size}"
             )
-        if self.limit is not None and self.limit < 2:
-            raise LorafitError(f"data.limit must be at least 2, got {self.limit}")
+        for key in ("limit", "train_limit"):
+            if getattr(self, key) is not None and getattr(self, key) < 2:
+                raise LorafitError(f"data.{key} must be at least 2, got {getattr(self, key)}")
 
 
 @dataclass
@@ -185,6 +188,8 @@ class TrainingConfig:
     precision: str = _f("auto", "auto (bf16 autocast where the hardware has bf16 units) | bf16 | fp32")
     threads: Optional[int] = _f(None, "torch intra-op threads; default: torch's choice (one per core)")
     cpu_dropout: bool = _f(True, "on a CPU, draw dropout masks 4x more cheaply (same dropout, other random numbers)")
+    reuse_frozen_layers: bool = _f(False, "compute the frozen layers below the lowest trained one once (no dropout "
+                                          "there), cache their output and train only the layers above")
 
     def __post_init__(self) -> None:
         for key in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps",

@@ -264,6 +264,8 @@ def prepare_splits(cfg: DataConfig, tokenizer) -> Splits:
         validation = load_examples(cfg, source=cfg.validation_file, label_names=pool.label_names)
     else:
         train, validation = stratified_split(pool, cfg.validation_size, cfg.seed, "data.validation_size")
+    if cfg.train_limit and cfg.train_limit < len(train):  # the validation split stays that of the whole pool
+        _, train = stratified_split(train, cfg.train_limit, cfg.seed, f"data.train_limit={cfg.train_limit}")
     if cfg.length_percentiles:
         train = filter_by_length(train, token_lengths(tokenizer, train.texts), cfg.length_percentiles)
         info.update(train.dropped)

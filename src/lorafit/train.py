@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import shutil
@@ -17,9 +18,11 @@ from . import rundir
 from .budget import Plan, plan
 from .config import Recipe
 from .data import prepare_splits, tokenize
-from .device import configure_threads, use_bf16
+from .device import configure_threads, cpu_info, use_bf16
+from .errors import LorafitError
+from .frozen import FrozenStatesDataset, collate_states, frozen_states, model_identity, skip_frozen_layers
 from .metrics import classification_metrics, trainer_scores
-from .model import build_lora_model, load_tokenizer
+from .model import build_lora_model, load_tokenizer, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
 from .resume import BEST_WEIGHTS, CHECKPOINTS, BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout
@@ -42,10 +45,14 @@ def run_directory(recipe: Recipe, output_dir: str | None = None) -> Path:
     return Path(output_dir or recipe.training.output_dir or Path("runs") / recipe.name)
 
 
-def speed_settings(recipe: Recipe) -> dict:
+def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> dict:
     """What makes this run fast, decided once and recorded in run.json."""
     device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    return {"dynamic_padding": not recipe.data.pad_to_max_length,
+    reuse = recipe.training.reuse_frozen_layers and budget_plan is not None
+    if reuse and recipe.model.quantization:
+        raise LorafitError("training.reuse_frozen_layers does not combine with model.quantization")
+    return {"frozen_layers_reused": budget_plan.frozen_below if reuse else 0,
+            "dynamic_padding": not recipe.data.pad_to_max_length,
             "group_by_length": recipe.training.group_by_length,
             "bf16": use_bf16(recipe.training.precision),
             "tokenization_cache": recipe.data.cache_tokenized,
@@ -76,6 +83,13 @@ def apply_speedups(model, speed: dict):
     if speed["bf16"] and speed["device"] == "cpu":
         cast_frozen_linears(model)
     return model
+
+
+def reuse_frozen_layers(model, recipe: Recipe, speed: dict, *tokenized):
+    """The tokenized splits as datasets of the frozen layers' stored output (computed on first use)."""
+    layer = speed["frozen_layers_reused"]
+    identity = f"{model_identity(resolve_model_path(recipe.model.name))}|bf16={speed['bf16']}"
+    return tuple(FrozenStatesDataset(part, frozen_states(model, part, layer, identity)) for part in tokenized)
 
 
 def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
@@ -130,7 +144,7 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
     label_names = splits.info["label_names"]
     budget_plan = plan(recipe, label_names)
     budget_plan.check()  # before any weights are loaded or files written
-    speed = speed_settings(recipe)
+    speed = speed_settings(recipe, budget_plan)
     args = training_arguments(recipe, run_dir / CHECKPOINTS, speed)  # joins the process group under torchrun
     speed["processes"] = args.world_size
     main = args.process_index == 0
@@ -147,22 +161,27 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
         train_set, validation_set = (tokenize(part, tokenizer, recipe.data.max_length,
                                               recipe.data.pad_to_max_length, cache=recipe.data.cache_tokenized)
                                      for part in (splits.train, splits.validation))
+    collator, layers_used = DataCollatorWithPadding(tokenizer), contextlib.nullcontext()
+    if speed["frozen_layers_reused"]:
+        with args.main_process_first(local=False, desc="frozen layers"):
+            train_set, validation_set = reuse_frozen_layers(model, recipe, speed, train_set, validation_set)
+        collator, layers_used = collate_states, skip_frozen_layers(model, speed["frozen_layers_reused"])
     best = BestEpochWeights(model, run_dir, recipe.training.early_stopping_patience)
     callbacks = [best, CheckpointMarker(), *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
     trainer = Trainer(model=model, args=args,
                       train_dataset=train_set, eval_dataset=validation_set, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=trainer_scores,
-                      callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the best epoch's weights
-    if recipe.lora.variant != "adalora":  # AdaLoRA prunes ranks as it trains: earlier weights no longer fit
-        best.restore()
-
+                      data_collator=collator, compute_metrics=trainer_scores, callbacks=callbacks)
+    with layers_used:
+        trained = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        speed["train_examples_per_second"] = trained.metrics.get("train_samples_per_second")
+        trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the best epoch's weights
+        if recipe.lora.variant != "adalora":  # AdaLoRA prunes ranks as it trains: earlier weights no longer fit
+            best.restore()
+        # with group_by_length the Trainer also reorders evaluation rows: take labels from its output
+        output = trainer.predict(validation_set)
     history = epoch_history(trainer.state.log_history)
-    # with group_by_length the Trainer also reorders evaluation rows: take labels from its output
-    output = trainer.predict(validation_set)
     metrics = classification_metrics(output.label_ids, output.predictions.argmax(-1), label_names)
     metrics["best_epoch"] = best_epoch(history)
     wall = time.time() - started
@@ -218,6 +237,7 @@ def save_run(run_dir: Path, recipe: Recipe, model, tokenizer, label_names, metri
         "versions": package_versions(),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": cpu_info(),
     })
 
 

@@ -1,0 +1,241 @@
+"""Reuse the frozen lower layers: compute their output once, train only the layers above.
+
+When nothing below encoder layer L is trained, the hidden states entering layer L depend only
+on the text, so every epoch (and every search trial) would recompute the same numbers. Here
+they are computed once, without dropout, stored in float16 on disk (one memory-mapped array,
+variable length, keyed by model, layer and token ids), and fed back as `inputs_embeds`: the
+embeddings' output is replaced by them and the layers below L are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import LorafitError
+from .model import layer_of
+from .packaged import cache_root
+
+STATES_DTYPE = np.float16
+
+
+def first_trained_layer(model: nn.Module) -> int:
+    """The lowest encoder layer holding a trainable parameter: layers below it can be reused.
+    0 when the embeddings train; the layer count when only the head trains."""
+    layers = encoder_layers(model)
+    lowest = len(layers)
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        located = layer_of(name)
+        if located:
+            lowest = min(lowest, located[0])
+        elif ".embeddings." in name:
+            return 0
+    return lowest
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    for name, module in model.named_modules():
+        parent, _, leaf = name.rpartition(".")
+        if isinstance(module, nn.ModuleList) and leaf in ("layer", "layers") and \
+                parent.rsplit(".", 1)[-1] in ("encoder", "transformer"):
+            return module
+    raise LorafitError(f"training.reuse_frozen_layers: no encoder layer list found in {type(model).__name__}")
+
+
+def _embeddings(model: nn.Module) -> nn.Module:
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "embeddings":
+            return module
+    raise LorafitError(f"training.reuse_frozen_layers: no embeddings module found in {type(model).__name__}")
+
+
+class _Stop(Exception):
+    pass
+
+
+class FrozenStates:
+    """Per-example hidden states entering layer `layer`, float16, memory-mapped from disk."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.offsets = np.load(folder / "offsets.npy")
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        self.hidden_size = meta["hidden_size"]
+        self.layer = meta["layer"]
+        rows = int(self.offsets[-1])
+        self.states = np.memmap(folder / "states.f16", dtype=STATES_DTYPE, mode="r", shape=(rows, self.hidden_size))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.states[self.offsets[i]:self.offsets[i + 1]]
+
+
+def states_key(model_identity: str, layer: int, input_ids) -> str:
+    digest = hashlib.sha256(f"{model_identity}|layer {layer}|{np.dtype(STATES_DTYPE).name}".encode())
+    for ids in input_ids:
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()[:24]
+
+
+def model_identity(model_path: str) -> str:
+    """The config and the weight files' sizes and times: a different model gives another key."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return model_path
+    parts = [(folder / "config.json").read_text(encoding="utf-8") if (folder / "config.json").is_file() else ""]
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        stat = weights.stat()
+        parts.append(f"{weights.name}:{stat.st_size}:{int(stat.st_mtime)}")
+    return "\n".join(parts)
+
+
+def frozen_states(model: nn.Module, dataset, layer: int, identity: str, batch_tokens: int = 8192) -> FrozenStates:
+    """The hidden states entering `layer` for every example of a tokenized dataset, computed once
+    (eval mode: no dropout) and kept in the cache under a key of the model, layer and token ids."""
+    input_ids = dataset["input_ids"]
+    folder = cache_root() / "frozen-states" / states_key(identity, layer, input_ids)
+    if (folder / "meta.json").is_file():
+        return FrozenStates(folder)
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _compute(model, input_ids, layer, staging, batch_tokens)
+        if folder.exists():  # another process finished first: theirs is the same
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return FrozenStates(folder)
+
+
+def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, batch_tokens: int) -> None:
+    from tqdm.auto import tqdm
+
+    lengths = np.array([len(ids) for ids in input_ids], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    hidden_size = model.config.hidden_size
+    out = np.memmap(folder / "states.f16", dtype=STATES_DTYPE, mode="w+", shape=(int(offsets[-1]), hidden_size))
+    captured = {}
+
+    def capture(module, args, kwargs):
+        captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+        raise _Stop
+
+    handle = encoder_layers(model)[layer].register_forward_pre_hook(capture, with_kwargs=True)
+    was_training = model.training
+    model.eval()
+    order = np.argsort(-lengths, kind="stable")  # longest first: the slowest batch shows early
+    try:
+        with torch.inference_mode(), tqdm(total=len(order), desc=f"frozen layers 0-{layer - 1}", unit="ex") as bar:
+            for batch in _token_batches(order, lengths, batch_tokens):
+                width = int(lengths[batch].max())
+                ids = torch.zeros((len(batch), width), dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    ids[row, :lengths[i]] = torch.as_tensor(input_ids[i])
+                    mask[row, :lengths[i]] = 1
+                try:
+                    model(input_ids=ids, attention_mask=mask)
+                except _Stop:
+                    pass
+                hidden = captured.pop("hidden").float().numpy()
+                for row, i in enumerate(batch):
+                    out[offsets[i]:offsets[i + 1]] = hidden[row, :lengths[i]]
+                bar.update(len(batch))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not np.isfinite(out).all():
+        raise LorafitError("training.reuse_frozen_layers: the frozen layers' states overflow float16; "
+                           "turn training.reuse_frozen_layers off for this model")
+    out.flush()
+    np.save(folder / "offsets.npy", offsets)
+    (folder / "meta.json").write_text(json.dumps({"layer": layer, "hidden_size": hidden_size,
+                                                  "rows": len(lengths)}), encoding="utf-8")
+
+
+def _token_batches(order: np.ndarray, lengths: np.ndarray, batch_tokens: int):
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) + 1) * int(lengths[batch[0]]) > batch_tokens:
+            yield batch
+            batch = []
+        batch.append(int(i))
+    if batch:
+        yield batch
+
+
+class FrozenStatesDataset(torch.utils.data.Dataset):
+    """Training examples whose inputs are the stored states; `input_ids` stays for length grouping."""
+
+    def __init__(self, tokenized, states: FrozenStates):
+        self.input_ids = tokenized["input_ids"]
+        self.labels = tokenized["labels"]
+        self.states = states
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.input_ids[i], "inputs_embeds": self.states[i], "labels": self.labels[i]}
+
+
+def collate_states(features: list[dict]) -> dict:
+    """Pad the stored states per batch (zeros, masked out) and drop the token ids."""
+    width = max(len(f["inputs_embeds"]) for f in features)
+    hidden = len(features[0]["inputs_embeds"][0])
+    embeds = torch.zeros((len(features), width, hidden), dtype=torch.float32)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, feature in enumerate(features):
+        n = len(feature["inputs_embeds"])
+        embeds[row, :n] = torch.from_numpy(np.asarray(feature["inputs_embeds"], dtype=np.float32))
+        mask[row, :n] = 1
+    return {"inputs_embeds": embeds, "attention_mask": mask,
+            "labels": torch.tensor([f["labels"] for f in features], dtype=torch.long)}
+
+
+class _UpperLayers(nn.ModuleList):
+    """The same layers under the same names, but iteration (the encoder's forward loop) starts at `start`."""
+
+    def __init__(self, layers: nn.ModuleList, start: int):
+        super().__init__(layers)
+        self.start = start
+
+    def __iter__(self):
+        return iter(list(self._modules.values())[self.start:])
+
+
+@contextmanager
+def skip_frozen_layers(model: nn.Module, layer: int):
+    """While active, the model takes the stored states entering `layer` as `inputs_embeds`: the
+    embeddings' output is replaced by them and the layers below `layer` are not run."""
+    layers = encoder_layers(model)
+    parent_name = next(name for name, module in model.named_modules() if module is layers).rsplit(".", 1)
+    parent = model.get_submodule(parent_name[0])
+    upper = _UpperLayers(layers, layer)
+    setattr(parent, parent_name[1], upper)
+
+    def use_states(module, args, kwargs, output):
+        return kwargs["inputs_embeds"].to(output.dtype)
+
+    handle = _embeddings(model).register_forward_hook(use_states, with_kwargs=True)
+    try:
+        yield model
+    finally:
+        handle.remove()
+        setattr(parent, parent_name[1], layers)
