@@ -77,3 +77,17 @@ def tiny_finished_run(tiny_roberta, agnews_csv, tmp_path_factory) -> Path:
                  f"data.train={agnews_csv}", "data.limit=120", "data.validation_size=32", "data.max_length=32",
                  "training.epochs=1", "--output-dir", str(run_dir)]) == 0
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def mpnet_dir(private_cache) -> Path:
+    """The real all-mpnet-base-v2, joined from its five packages into this session's cache once."""
+    from importlib import metadata
+
+    from lorafit.packaged import MPNET, unpacked_folder
+
+    try:
+        metadata.distribution(MPNET.packages[0])
+    except metadata.PackageNotFoundError:
+        pytest.skip("needs the all-mpnet-base-v2 packages (pip install -e '.[dev]')")
+    return unpacked_folder(MPNET)

@@ -82,8 +82,9 @@ def unpacked_folder(model: SplitZipModel) -> Path:
     with _locked(target.with_name(f".{model.name}.lock")):
         if (target / COMPLETE).is_file():  # another process finished while we waited
             return target
+        for stale in target.parent.glob(f".{model.name}.*.partial"):  # left by a killed holder of the lock
+            shutil.rmtree(stale, ignore_errors=True)
         staging = target.with_name(f".{model.name}.{os.getpid()}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
         try:
             _unpack(pieces, staging, model)
             folder = staging / model.folder
