@@ -1,6 +1,9 @@
 """`make accuracy`: what each setting buys under the 1,000,000-parameter budget, on the offline MiniLM
 encoder and ../shared/data/ag_news/train.csv (stratified 15% validation split, seed 42).
 
+`--base NAME ...` runs rows of the base-size table instead (all-mpnet-base-v2 and the baselines on
+../shared/data/ag_news/train-large.csv, stratified 15% validation split, seed 42).
+
 Rows: the TF-IDF baseline, the reports' two settings transplanted to MiniLM, recipes/minilm-best.yaml,
 and an ensemble of minilm-best trained with three seeds. `--search` runs only
 `lorafit search recipes/minilm-search.yaml`, on the training part of the split (the validation
@@ -21,6 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
 WORK = Path("/tmp/lorafit-accuracy")
 SPLIT = ["data.validation_size=0.15", "data.seed=42", "data.limit=null"]
+LARGE = ROOT.parent / "shared" / "data" / "ag_news" / "train-large.csv"
+# The base-size table: one stratified 15% validation split of train-large.csv (7,279 rows), seed 42.
+# Training rows are capped where a setting's full run would not fit this machine (see ACCURACY.md).
+BASE_ROWS = {
+    "TF-IDF + logistic regression": ("baseline", "logistic-regression", []),
+    "TF-IDF + linear SVM": ("baseline", "linear-svm", []),
+    "minilm-best": ("train", "recipes/minilm-best.yaml", ["data.train_limit=12000"]),
+    "report A on MPNet, lr 3e-5": ("train", "recipes/mpnet-report-a.yaml",
+                                   ["data.train_limit=4000", "training.epochs=1", "data.max_length=128"]),
+    "report B on MPNet, lr 3e-5": ("train", "recipes/mpnet-report-b.yaml",
+                                   ["data.train_limit=4000", "training.epochs=1", "data.max_length=128"]),
+    "report B on MPNet, lr 5e-4": ("train", "recipes/mpnet-report-b.yaml",
+                                   ["data.train_limit=4000", "training.epochs=1", "data.max_length=128",
+                                    "training.learning_rate=5e-4"]),
+    "mpnet-best": ("train", "recipes/mpnet-best.yaml", []),
+}
 SETTINGS = {
     "report A on MiniLM": "recipes/minilm-report-a.yaml",
     "report B on MiniLM": "recipes/minilm-report-b.yaml",
@@ -56,6 +75,74 @@ def baseline() -> dict:
             "accuracy": metrics["accuracy"], "f1": metrics["f1"], "n": metrics["n"],
             "minutes": (time.perf_counter() - start) / 60,
             "command": f"lorafit baseline --data {AGNEWS.relative_to(ROOT.parent)} " + " ".join(SPLIT)}
+
+
+def load_recipe_dict(recipe: str, overrides: list[str]) -> dict:
+    sys.path.insert(0, str(ROOT / "src"))
+    from lorafit.config import load_recipe
+
+    return load_recipe(ROOT / recipe, overrides).to_dict()
+
+
+def base_row(name: str, run_dir: Path | None = None) -> dict:
+    """One row of the base-size table, on train-large.csv's split; records the CPU it ran on."""
+    kind, what, extra = BASE_ROWS[name]
+    data = str(LARGE.relative_to(ROOT.parent))
+    if kind == "baseline":
+        start = time.perf_counter()
+        metrics = json.loads(lorafit("baseline", "--data", str(LARGE), *SPLIT, "--classifier", what, "--json"))
+        return {"setting": name, "trainable": None, "accuracy": metrics["accuracy"], "f1": metrics["f1"],
+                "n": metrics["n"], "train_rows": metrics["train_rows"], "minutes": (time.perf_counter() - start) / 60,
+                "cpu": cpu_label(), "command": f"lorafit baseline --data {data} {' '.join(SPLIT)} --classifier {what}"}
+    if run_dir is None:
+        run_dir = WORK / "base" / name.replace(" ", "-").replace(",", "")
+        lorafit("train", what, f"data.train={LARGE}", *SPLIT, *extra, "--output-dir", str(run_dir), "--overwrite")
+    info = json.loads((run_dir / "run.json").read_text())
+    expected = load_recipe_dict(what, [f"data.train={LARGE}", *SPLIT, *extra])
+    if info["recipe"] != expected:  # a run given with --from-run must be the row's own command
+        raise SystemExit(f"{run_dir} was not trained with the row's command: {name}")
+    return {"setting": name, "trainable": info["parameters"]["trainable"], "accuracy": info["validation"]["accuracy"],
+            "f1": info["validation"]["f1"], "n": info["validation"]["n"], "train_rows": info["data"]["train_rows"],
+            "minutes": info["wall_seconds"] / 60, "cpu": cpu_label(info["cpu"]),
+            "train_examples_per_second": info["speed"].get("train_examples_per_second"),
+            "command": f"lorafit train {what} data.train={data} {' '.join(SPLIT + extra)}"}
+
+
+def cpu_label(cpu: dict | None = None) -> str:
+    sys.path.insert(0, str(ROOT / "src"))
+    from lorafit.device import cpu_info
+
+    cpu = cpu or cpu_info()
+    return f"{cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags']) or 'no AVX2'}"
+
+
+def base_report(rows: list[dict]) -> list[str]:
+    lines = ["", "## Base size: all-mpnet-base-v2 on train-large.csv", "",
+             "`python bench/accuracy.py --base NAME ...` (each row rerun alone; `--base all` for every row). "
+             "`../shared/data/ag_news/train-large.csv` (48,526 rows), one stratified 15% validation split with "
+             "seed 42 (7,279 rows). Minutes are the whole `lorafit train` (for mpnet-best: including the one "
+             "pass through the frozen layers 0-8).", "",
+             "| setting | training rows | trainable params | validation accuracy | weighted F1 | training minutes "
+             "| CPU |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in rows:
+        trainable = f"{row['trainable']:,}" if row["trainable"] else "-"
+        lines.append(f"| {row['setting']} | {row['train_rows']:,} | {trainable} | {row['accuracy']:.4f} | "
+                     f"{row['f1']:.4f} | {row['minutes']:.1f} | {row['cpu']} |")
+    by_name = {row["setting"]: row for row in rows}
+    if "mpnet-best" in by_name:
+        best = by_name["mpnet-best"]["accuracy"]
+        tfidf = max((r["accuracy"] for n, r in by_name.items() if n.startswith("TF-IDF")), default=None)
+        reports = max((r["accuracy"] for n, r in by_name.items() if n.startswith("report")), default=None)
+        lines += ["", "| goal | measured | met |", "| --- | ---: | --- |",
+                  f"| mpnet-best ≥ 0.945 | {best:.4f} | {'yes' if best >= 0.945 else 'no'} |"]
+        if tfidf is not None:
+            lines.append(f"| mpnet-best ≥ the better TF-IDF + 2.5 points | {100 * (best - tfidf):+.2f} points | "
+                         f"{'yes' if best - tfidf >= 0.025 else 'no'} |")
+        if reports is not None:
+            lines.append(f"| mpnet-best ≥ the better MPNet report transplant + 1 point | {100 * (best - reports):+.2f} "
+                         f"points | {'yes' if best - reports >= 0.01 else 'no'} |")
+    lines += ["", "Commands:", ""] + [f"- {row['setting']}: `{row['command']}`" for row in rows]
+    return lines
 
 
 def split_part_csv(recipe: str, part: str) -> Path:
@@ -119,6 +206,8 @@ def report(results: dict) -> str:
               f"| minilm-best ≥ TF-IDF + 4 points | {100 * (best - tfidf):+.2f} points | "
               f"{'yes' if best - tfidf >= 0.04 else 'no'} |", "", "## Commands", ""]
     lines += [f"- {row['setting']}: `{row['command']}`" for row in results["rows"]]
+    if results.get("base_rows"):
+        lines += base_report(results["base_rows"])
     if "search" in results:
         s = results["search"]
         lines += ["", "## Search", "",
@@ -145,6 +234,10 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="rewrite ACCURACY.md from accuracy.json")
     parser.add_argument("--best-only", action="store_true",
                         help="retrain only minilm-best and its ensemble (~20 min), keeping the other rows")
+    parser.add_argument("--base", nargs="+", metavar="NAME", choices=[*BASE_ROWS, "all"],
+                        help="(re)run these rows of the base-size table (all-mpnet-base-v2, train-large.csv)")
+    parser.add_argument("--from-run", type=Path, metavar="RUN_DIR",
+                        help="with one --base row: take it from this finished run of the row's command")
     options = parser.parse_args()
     out = ROOT / "bench" / "accuracy.json"
     if options.report_only:
@@ -154,6 +247,18 @@ def main() -> None:
         raise SystemExit(f"needs {AGNEWS}")
     WORK.mkdir(parents=True, exist_ok=True)
     results: dict = json.loads(out.read_text()) if out.is_file() else {}
+    if options.base:
+        names = list(BASE_ROWS) if "all" in options.base else options.base
+        rows = {row["setting"]: row for row in results.get("base_rows", [])}
+        if options.from_run and len(names) != 1:
+            raise SystemExit("--from-run takes one --base row")
+        for name in names:
+            rows[name] = base_row(name, options.from_run)
+            results["base_rows"] = [rows[n] for n in BASE_ROWS if n in rows]
+            out.write_text(json.dumps(results, indent=2) + "\n")
+            (ROOT / "bench" / "ACCURACY.md").write_text(report(results))
+        print((ROOT / "bench" / "ACCURACY.md").read_text())
+        return
     if options.search:  # the search alone: its result then informs recipes/minilm-best.yaml
         results["search"] = search()
         out.write_text(json.dumps(results, indent=2) + "\n")

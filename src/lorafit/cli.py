@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 
+from .baseline import CLASSIFIERS
 from .errors import LorafitError
 
 
@@ -44,11 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--trials", type=int, help="default: search.trials of the recipe")
     search.add_argument("--output-dir", help="default runs/<recipe name>-search")
 
-    baseline = commands.add_parser("baseline", help="TF-IDF + logistic regression on the same split")
+    baseline = commands.add_parser("baseline", help="TF-IDF + a linear classifier on the same split")
     baseline.add_argument("overrides", nargs="*", metavar="key.sub=value")
     baseline.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
     baseline.add_argument("--recipe", help="take the split and columns from this recipe (default: the defaults)")
     baseline.add_argument("--json", action="store_true", help="print one JSON object")
+    baseline.add_argument("--classifier", choices=CLASSIFIERS, default=CLASSIFIERS[0],
+                          help="the linear model on the TF-IDF features")
 
     evaluate = _run_command(commands, "evaluate", "metrics of a run on a labelled file", reads_files=True)
     evaluate.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
@@ -158,7 +161,7 @@ def cmd_baseline(args) -> int:
         from .config import apply_overrides
 
         recipe = recipe_from_dict(apply_overrides(Recipe().to_dict(), overrides), source="baseline options")
-    metrics = run_baseline(recipe)
+    metrics = run_baseline(recipe, args.classifier)
     if args.json:
         print(json.dumps(metrics))
     else:
