@@ -119,6 +119,15 @@ def test_split_by_fraction_and_limit(agnews_csv, tmp_path):
     assert splits.info["rows"] == 10_646
 
 
+def test_train_limit_samples_training_rows_and_keeps_the_whole_files_validation_split(agnews_csv):
+    whole = prepare_splits(DataConfig(train=str(agnews_csv), validation_size=0.15), tokenizer=None)
+    capped = prepare_splits(DataConfig(train=str(agnews_csv), validation_size=0.15, train_limit=3000), tokenizer=None)
+    assert capped.validation.texts == whole.validation.texts and len(whole.validation) == 1597
+    assert len(capped.train) == 3000 and set(capped.train.texts) <= set(whole.train.texts)
+    shares = {k: v / len(whole.train) for k, v in Counter(whole.train.labels).items()}
+    assert all(abs(n / 3000 - shares[k]) < 0.01 for k, n in Counter(capped.train.labels).items())
+
+
 def test_length_filter_drops_training_rows_outside_percentiles(agnews_csv, roberta_dir):
     tokenizer = load_tokenizer(ModelConfig(name=str(roberta_dir)))
     config = DataConfig(train=str(agnews_csv), limit=2000, validation_size=200, length_percentiles=[1, 99])

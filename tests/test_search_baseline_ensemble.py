@@ -107,11 +107,13 @@ def test_search_rejects_an_unknown_key_before_training(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_tfidf_baseline_learns_ag_news(agnews_csv):
-    out = lorafit("baseline", "--data", agnews_csv, "data.limit=2000", "--json")
+@pytest.mark.parametrize("classifier", ["logistic-regression", "linear-svm"])
+def test_tfidf_baseline_learns_ag_news(agnews_csv, classifier):
+    out = lorafit("baseline", "--data", agnews_csv, "data.limit=2000", "--classifier", classifier, "--json")
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout)
     assert metrics["n"] == 200 and metrics["train_rows"] == 1800
+    assert metrics["model"] == f"tfidf-{classifier}"
     assert metrics["accuracy"] > 0.7  # four balanced classes: chance is 0.25
 
 
