@@ -1,6 +1,7 @@
 # make quickstart   create .venv, install, train recipes/quickstart.yaml (DATA=path for a local file)
 # make test         the whole test suite (what CI runs)
 # make bench        speed: the reports' pipeline against lorafit's defaults -> bench/RESULTS.md
+# make bench-frozen reused frozen layers on all-mpnet-base-v2 -> bench/FROZEN.md
 # make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
 #                   (make accuracy-search first runs the hyperparameter search it reports)
 # make reliability  every bad input and fault, what the user sees -> docs/RELIABILITY.md
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 DATA ?=
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install quickstart test bench accuracy accuracy-search reliability clean
+.PHONY: install quickstart test bench bench-frozen accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +35,9 @@ test: install
 
 bench: install
 	$(PY) bench/bench.py
+
+bench-frozen: install
+	$(PY) bench/frozen.py
 
 accuracy-search: install
 	$(PY) bench/accuracy.py --search

@@ -72,7 +72,7 @@ def test_states_are_stored_once_under_a_key_of_model_layer_and_tokens(tiny_rober
               frozen_states(model, tokenize(texts, tokenizer, 16), 10, identity="model A"),
               frozen_states(model, tokenize(examples(agnews_rows, 13), tokenizer, 64), 10, identity="model A")]
     assert len(computed) == 4 and len({s.folder for s in [first, *others]}) == 5
-    assert first.states.dtype == "float16"
+    assert first.dtype == "float16"
     assert [len(first[i]) for i in range(len(first))] == [len(ids) for ids in tokenize(texts, tokenizer, 64)["input_ids"]]
 
 

@@ -2,8 +2,8 @@
 
 When nothing below encoder layer L is trained, the hidden states entering layer L depend only
 on the text, so every epoch (and every search trial) would recompute the same numbers. Here
-they are computed once, without dropout, stored in float16 on disk (one memory-mapped array,
-variable length, keyed by model, layer and token ids), and fed back as `inputs_embeds`: the
+they are computed once, without dropout, stored in float16 on disk (one file of variable-length
+rows, written memory-mapped, read per batch; keyed by model, layer and token ids), and fed back as `inputs_embeds`: the
 embeddings' output is replaced by them and the layers below L are skipped.
 """
 
@@ -64,7 +64,9 @@ class _Stop(Exception):
 
 
 class FrozenStates:
-    """Per-example hidden states entering layer `layer`, float16, memory-mapped from disk."""
+    """Per-example hidden states entering layer `layer`, float16, in one file on disk. Rows are
+    read per batch (positional reads, kept in the OS page cache), so the process's memory stays
+    flat however many rows there are."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -72,14 +74,36 @@ class FrozenStates:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         self.hidden_size = meta["hidden_size"]
         self.layer = meta["layer"]
-        rows = int(self.offsets[-1])
-        self.states = np.memmap(folder / "states.f16", dtype=STATES_DTYPE, mode="r", shape=(rows, self.hidden_size))
+        self.dtype = np.dtype(STATES_DTYPE)
+        self.file = folder / "states.f16"
+        self._fd = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.states[self.offsets[i]:self.offsets[i + 1]]
+        if self._fd is None:  # opened on first read, so a dataloader worker opens its own
+            self._fd = os.open(self.file, os.O_RDONLY)
+        row_bytes = self.hidden_size * self.dtype.itemsize
+        start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
+        data = os.pread(self._fd, (stop - start) * row_bytes, start * row_bytes)
+        return np.frombuffer(data, dtype=self.dtype).reshape(stop - start, self.hidden_size)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None}
+
+
+class StoredRow:
+    """One example's stored states, read only when its batch is built (length grouping needs only its length)."""
+
+    def __init__(self, states: FrozenStates, index: int):
+        self.states, self.index = states, index
+
+    def __len__(self) -> int:
+        return int(self.states.offsets[self.index + 1] - self.states.offsets[self.index])
+
+    def read(self) -> np.ndarray:
+        return self.states[self.index]
 
 
 def states_key(model_identity: str, layer: int, input_ids) -> str:
@@ -192,19 +216,18 @@ class FrozenStatesDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "inputs_embeds": self.states[i], "labels": self.labels[i]}
+        return {"input_ids": self.input_ids[i], "inputs_embeds": StoredRow(self.states, i), "labels": self.labels[i]}
 
 
 def collate_states(features: list[dict]) -> dict:
-    """Pad the stored states per batch (zeros, masked out) and drop the token ids."""
-    width = max(len(f["inputs_embeds"]) for f in features)
-    hidden = len(features[0]["inputs_embeds"][0])
-    embeds = torch.zeros((len(features), width, hidden), dtype=torch.float32)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    for row, feature in enumerate(features):
-        n = len(feature["inputs_embeds"])
-        embeds[row, :n] = torch.from_numpy(np.asarray(feature["inputs_embeds"], dtype=np.float32))
-        mask[row, :n] = 1
+    """Read and pad the stored states per batch (zeros, masked out) and drop the token ids."""
+    rows = [f["inputs_embeds"].read() for f in features]
+    width = max(len(r) for r in rows)
+    embeds = torch.zeros((len(rows), width, rows[0].shape[1]), dtype=torch.float32)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, states in enumerate(rows):
+        embeds[row, :len(states)] = torch.from_numpy(states.astype(np.float32))
+        mask[row, :len(states)] = 1
     return {"inputs_embeds": embeds, "attention_mask": mask,
             "labels": torch.tensor([f["labels"] for f in features], dtype=torch.long)}
 

@@ -76,6 +76,20 @@ class AdaLoraAllocation(TrainerCallback):
         self.model.base_model.update_and_allocate(state.global_step)
 
 
+class EpochClock(TrainerCallback):
+    """Seconds of each epoch's training steps (evaluation excluded), for run.json: the second
+    epoch on shows the steady speed, after caches and warm-up."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, args, state, control, **_):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **_):
+        self.seconds.append(round(time.perf_counter() - self.started, 2))
+
+
 def apply_speedups(model, speed: dict):
     """The model-level speed settings: cheap CPU dropout, frozen linear weights stored in bf16."""
     if speed["cpu_dropout"]:
@@ -167,7 +181,8 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
             train_set, validation_set = reuse_frozen_layers(model, recipe, speed, train_set, validation_set)
         collator, layers_used = collate_states, skip_frozen_layers(model, speed["frozen_layers_reused"])
     best = BestEpochWeights(model, run_dir, recipe.training.early_stopping_patience)
-    callbacks = [best, CheckpointMarker(), *(callbacks or [])]
+    clock = EpochClock()
+    callbacks = [best, CheckpointMarker(), clock, *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
     trainer = Trainer(model=model, args=args,
@@ -176,6 +191,7 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
     with layers_used:
         trained = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         speed["train_examples_per_second"] = trained.metrics.get("train_samples_per_second")
+        speed["epoch_train_examples_per_second"] = [round(len(train_set) / s, 2) for s in clock.seconds]
         trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the best epoch's weights
         if recipe.lora.variant != "adalora":  # AdaLoRA prunes ranks as it trains: earlier weights no longer fit
             best.restore()
