@@ -85,10 +85,11 @@ def _run_command(commands, name: str, help: str, reads_files: bool = False) -> a
     command.add_argument("run")
     command.add_argument("--ensemble", nargs="+", default=[], metavar="RUN",
                          help="more runs (same labels) whose class probabilities are averaged with RUN's")
-    command.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                         help="auto: bf16 where the hardware has bf16 units")
-    command.add_argument("--int8", action="store_true",
-                         help="dynamic int8 quantization of the merged model's linear layers (CPU)")
+    command.add_argument("--precision", choices=["auto", "bf16", "fp32", "int8", "ort-fp32", "ort-int8"],
+                         default="auto", help="the inference path. auto: the one measured fastest on this kind of "
+                         "CPU (bf16 where the hardware has bf16 units); int8: dynamic int8 linear layers in "
+                         "PyTorch; ort-fp32 / ort-int8: the merged model exported to ONNX, run by onnxruntime")
+    command.add_argument("--int8", action="store_true", help="the same as --precision int8")
     if reads_files:
         command.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
         command.add_argument("--trust-pickle", action="store_true", help="allow a pickled input file")

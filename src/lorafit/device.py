@@ -36,6 +36,23 @@ def bf16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# The fastest inference path on each kind of CPU without bf16 units, measured by `make bench`
+# (bench/RESULTS.md, "Inference paths"); CPUs with bf16 units (AMX, AVX-512 BF16) run bf16.
+FASTEST_CPU_PATH = {"avx512": "fp32", "avx2": "fp32"}
+
+
+def cpu_kind() -> str:
+    flags = cpu_info()["flags"]
+    for kind, flag in (("amx", "amx_bf16"), ("avx512-bf16", "avx512_bf16"), ("avx512", "avx512f"), ("avx2", "avx2")):
+        if flag in flags:
+            return kind
+    return "other"
+
+
+def default_cpu_path() -> str:
+    return FASTEST_CPU_PATH.get(cpu_kind(), "fp32")
+
+
 def use_bf16(precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and bf16_supported())
 

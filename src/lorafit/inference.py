@@ -11,10 +11,12 @@ import torch
 from . import rundir
 from .config import recipe_from_dict
 from .data import examples_from_table, join_texts, read_table
-from .device import use_bf16
+from .device import default_cpu_path, use_bf16
 from .errors import LorafitError
 from .metrics import classification_metrics
-from .model import apply_head, build_base_model
+from .frozen import model_identity
+from .model import apply_head, build_base_model, resolve_model_path
+from .onnx_engine import ORT_PATHS, build_graph, cached_graph, export_key, onnx_classifier, require_onnxruntime
 
 
 @dataclass
@@ -25,6 +27,8 @@ class LoadedRun:
     label_names: list[str]
     info: dict
     bf16: bool = False
+    autocast: bool = False  # bf16 autocast around a model whose weights are not bf16 (a GPU)
+    path: str = "fp32"  # the inference path: bf16 | fp32 | int8 | ort-fp32 | ort-int8
 
     @property
     def recipe(self):
@@ -42,10 +46,20 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
     info = rundir.read_run_info(run_dir)
     recipe = recipe_from_dict(info["recipe"], source=str(run_dir / rundir.RUN_JSON))
     label_names = info["label_names"]
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    path = inference_path(precision)
+    if path in ORT_PATHS:
+        require_onnxruntime()
+        key = export_key(run_dir, model_identity(resolve_model_path(recipe.model.name)))
+        graph = cached_graph(key, int8=path == "ort-int8")
+        if not graph.is_file():  # exported once, from the merged fp32 model
+            merged = load_run(run_dir, merge=True, precision="fp32").model
+            graph = build_graph(merged, tokenizer, key, int8=path == "ort-int8")
+        return LoadedRun(run_dir, onnx_classifier(graph), tokenizer, label_names, info, path=path)
     base = build_base_model(recipe.model, label_names)
     apply_head(base, recipe.model.head)
-    int8 = precision == "int8"
-    bf16 = not int8 and use_bf16(precision)
+    int8 = path == "int8"
+    bf16 = path == "bf16"
     try:
         adapted = PeftModel.from_pretrained(base, run_dir)
     except (RuntimeError, ValueError, KeyError) as e:  # shape or module-name mismatch
@@ -56,8 +70,15 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
     model = for_inference(adapted, merge, bf16)
     if int8:
         model = quantize_int8(model)
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)
-    return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=bf16)
+    autocast = bf16 and next(model.parameters()).dtype != torch.bfloat16  # a bf16 model needs none
+    return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=bf16, autocast=autocast, path=path)
+
+
+def inference_path(precision: str) -> str:
+    """`auto` is the path measured fastest on this kind of CPU (bench/RESULTS.md); others as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if use_bf16("auto") else default_cpu_path()
 
 
 def for_inference(peft_model, merge: bool, bf16: bool) -> torch.nn.Module:
@@ -101,9 +122,8 @@ def predict_proba(run: LoadedRun, texts: list[str], max_tokens: int = 4096, max_
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="predict", unit="batch")
-    device_type = next(run.model.parameters()).device.type
-    autocast = run.bf16 and next(run.model.parameters()).dtype != torch.bfloat16  # a bf16 model needs none
-    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+    device_type = "cuda" if torch.cuda.is_available() and run.path not in ORT_PATHS else "cpu"
+    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=run.autocast):
         for rows in batches:
             logits = run.model(**padded(encoded, rows, run.tokenizer.pad_token_id)).logits
             probabilities[rows] = torch.softmax(logits.float(), dim=-1).numpy()

@@ -1,0 +1,132 @@
+"""Inference through onnxruntime: the merged model exported to ONNX once, fp32 or dynamic int8.
+
+The exported graph is cached under a key of the run's adapter, recipe and base model, so a run
+is exported on its first use only and the run directory itself is never written to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import rundir
+from .errors import LorafitError
+from .packaged import cache_root
+
+ORT_PATHS = ("ort-fp32", "ort-int8")
+
+
+@dataclass
+class OnnxOutput:
+    logits: torch.Tensor
+
+
+class OnnxClassifier:
+    """An onnxruntime session called like a transformers classifier: model(**batch).logits."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.path = path
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def __call__(self, **batch) -> OnnxOutput:
+        feed = {name: tensor.numpy() for name, tensor in batch.items() if name in self.inputs}
+        return OnnxOutput(torch.from_numpy(self.session.run(["logits"], feed)[0]))
+
+
+def require_onnxruntime() -> None:
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise LorafitError("the onnxruntime inference paths need onnxruntime and onnxscript: "
+                           "pip install 'lorafit[onnx]'") from None
+
+
+def export_key(run_dir: Path, model_identity: str) -> str:
+    digest = hashlib.sha256(model_identity.encode())
+    for name in (rundir.ADAPTER_WEIGHTS, rundir.ADAPTER_CONFIG, rundir.RUN_JSON):
+        if name == rundir.RUN_JSON:  # the recipe and labels decide the graph; timings do not
+            info = json.loads((run_dir / name).read_text(encoding="utf-8"))
+            digest.update(json.dumps([info["recipe"], info["label_names"]], sort_keys=True).encode())
+        else:
+            digest.update((run_dir / name).read_bytes())
+    digest.update(torch.__version__.encode())
+    return digest.hexdigest()[:24]
+
+
+def cached_graph(key: str, int8: bool) -> Path:
+    return cache_root() / "onnx" / key / ("model-int8.onnx" if int8 else "model.onnx")
+
+
+def build_graph(merged_model: torch.nn.Module, tokenizer, key: str, int8: bool) -> Path:
+    """Export the merged fp32 model (and its int8 quantization when asked) into the cache."""
+    fp32 = cached_graph(key, int8=False)
+    if not fp32.is_file():
+        _atomic(fp32, lambda path: _export(merged_model, tokenizer, path))
+    if not int8:
+        return fp32
+    quantized = cached_graph(key, int8=True)
+    if not quantized.is_file():
+        _atomic(quantized, lambda path: _quantize(fp32, path))
+    return quantized
+
+
+def _export(model: torch.nn.Module, tokenizer, path: Path) -> None:
+    sample = tokenizer(["lorafit exports this model", "to onnx"], padding=True, return_tensors="pt")
+    names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in sample]
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
+    with warnings.catch_warnings(), torch.no_grad(), _quiet("torch.onnx"):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model.float().eval(), (), kwargs={n: sample[n] for n in names},
+                                    input_names=names, output_names=["logits"], dynamic_shapes=dynamic,
+                                    dynamo=True, optimize=True, verbose=False)
+    program.save(str(path))
+
+
+def _quantize(fp32: Path, path: Path) -> None:
+    """Dynamic int8: weights per output channel, activations quantized per batch at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet(""):  # a suggestion to pre-process, which is for static (calibrated) quantization
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+
+
+@contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _atomic(target: Path, write) -> None:
+    staging = target.parent / f".{target.name}.{os.getpid()}.partial"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        write(staging / target.name)
+        for produced in staging.iterdir():  # the graph and any external-data file beside it
+            os.replace(produced, target.parent / produced.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def onnx_classifier(graph: Path) -> OnnxClassifier:
+    return OnnxClassifier(graph, threads=torch.get_num_threads())

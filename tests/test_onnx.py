@@ -1,0 +1,70 @@
+"""The onnxruntime inference paths (--precision ort-fp32 / ort-int8) against PyTorch fp32."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from lorafit import inference
+from lorafit.cli import main
+from lorafit.errors import LorafitError
+from lorafit.inference import load_run, predict_proba
+from lorafit.onnx_engine import OnnxClassifier
+
+from conftest import RECIPES
+
+
+@pytest.fixture(scope="module")
+def minilm_mean_run(minilm_dir, agnews_csv, tmp_path_factory):
+    """The real MiniLM, mean head (its pooling takes the attention mask), LoRA on the top two layers."""
+    run_dir = tmp_path_factory.mktemp("onnx") / "run"
+    assert main(["train", str(RECIPES / "quickstart.yaml"), f"data.train={agnews_csv}", "data.limit=640",
+                 "data.validation_size=96", "data.max_length=64", "training.epochs=1", "model.head=mean",
+                 "lora.targets=[{modules: [query, key, value], layers: [4, 5]}]", "training.reuse_frozen_layers=true",
+                 "--output-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_onnxruntime_paths_agree_with_pytorch_fp32_on_2000_rows(minilm_mean_run, agnews_rows):
+    rows = agnews_rows.sample(2000, random_state=11)
+    texts, labels = rows.text.tolist(), rows.label.to_numpy()
+    reference = predict_proba(load_run(minilm_mean_run, precision="fp32"), texts)
+    accuracy = (reference.argmax(-1) == labels).mean()
+    assert accuracy > 0.7  # a model that learned: the agreement below is not that of a constant guess
+    for path, tolerance in (("ort-fp32", 1e-4), ("ort-int8", 0.1)):
+        run = load_run(minilm_mean_run, precision=path)
+        assert isinstance(run.model, OnnxClassifier) and run.path == path
+        got = predict_proba(run, texts)
+        assert np.abs(got - reference).max() < tolerance, path
+        assert (got.argmax(-1) == reference.argmax(-1)).mean() >= 0.995, path
+        assert abs((got.argmax(-1) == labels).mean() - accuracy) <= 0.003, path
+
+
+def test_the_graph_is_exported_once_then_read_from_the_cache(minilm_mean_run, monkeypatch):
+    load_run(minilm_mean_run, precision="ort-int8")
+
+    def export_again(*_, **__):
+        raise AssertionError("exported a second time")
+
+    monkeypatch.setattr(inference, "build_graph", export_again)
+    assert load_run(minilm_mean_run, precision="ort-int8").model.path.name == "model-int8.onnx"
+    assert load_run(minilm_mean_run, precision="ort-fp32").model.path.name == "model.onnx"
+
+
+def test_onnxruntime_paths_on_the_command_line(minilm_mean_run, agnews_rows, tmp_path, capsys):
+    agnews_rows.head(64).to_csv(tmp_path / "heldout.csv", index=False)
+    assert main(["evaluate", str(minilm_mean_run), "--data", str(tmp_path / "heldout.csv"), "--precision",
+                 "ort-fp32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 64
+    assert main(["classify", str(minilm_mean_run), "--precision", "ort-int8", "--json",
+                 "Yankees rally in the ninth to beat the Red Sox"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["label"] in {"World", "Sports", "Business", "Sci/Tech"}
+
+
+def test_without_onnxruntime_the_error_names_the_extra(minilm_mean_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(LorafitError, match=r"pip install 'lorafit\[onnx\]'"):
+        load_run(minilm_mean_run, precision="ort-fp32")
