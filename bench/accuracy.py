@@ -118,7 +118,7 @@ def cpu_label(cpu: dict | None = None) -> str:
     return f"{cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags']) or 'no AVX2'}"
 
 
-def base_report(rows: list[dict]) -> list[str]:
+def base_report(rows: list[dict], notes: list[str]) -> list[str]:
     lines = ["", "## Base size: all-mpnet-base-v2 on train-large.csv", "",
              "`python bench/accuracy.py --base NAME ...` (each row rerun alone; `--base all` for every row). "
              "`../shared/data/ag_news/train-large.csv` (48,526 rows), one stratified 15% validation split with "
@@ -144,7 +144,7 @@ def base_report(rows: list[dict]) -> list[str]:
             lines.append(f"| mpnet-best ≥ the better MPNet report transplant + 1 point | {100 * (best - reports):+.2f} "
                          f"points | {'yes' if best - reports >= 0.01 else 'no'} |")
     lines += ["", "Commands:", ""] + [f"- {row['setting']}: `{row['command']}`" for row in rows]
-    return lines
+    return lines + ["", *notes]
 
 
 def split_part_csv(recipe: str, part: str) -> Path:
@@ -209,7 +209,7 @@ def report(results: dict) -> str:
               f"{'yes' if best - tfidf >= 0.04 else 'no'} |", "", "## Commands", ""]
     lines += [f"- {row['setting']}: `{row['command']}`" for row in results["rows"]]
     if results.get("base_rows"):
-        lines += base_report(results["base_rows"])
+        lines += base_report(results["base_rows"], results.get("base_notes", []))
     if "search" in results:
         s = results["search"]
         lines += ["", "## Search", "",
