@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lorafit.packaged import cache_root
+
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
 WORK = Path("/tmp/lorafit-bench-frozen")
@@ -35,7 +37,7 @@ def measure(rows: int, reuse: bool) -> dict:
     """One `lorafit train` in its own process, with an empty cache (the frozen pass is counted)."""
     run_dir = WORK / f"{'reuse' if reuse else 'full'}-{rows}"
     cache = Path(tempfile.mkdtemp(prefix="cache-", dir=WORK))
-    models = Path(os.environ.get("LORAFIT_CACHE", Path.home() / ".cache" / "lorafit")) / "models"
+    models = cache_root() / "models"
     models.mkdir(parents=True, exist_ok=True)
     (cache / "models").symlink_to(models)  # the unpacked model is shared; the states are not
     log = cache / "stderr.log"
