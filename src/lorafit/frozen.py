@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch import nn
 from .errors import LorafitError
 from .model import layer_of
 from .packaged import cache_root
+from .rundir import build_folder
 
 STATES_DTYPE = np.float16
 
@@ -114,18 +114,6 @@ def states_key(model_identity: str, layer: int, input_ids) -> str:
     return digest.hexdigest()[:24]
 
 
-def model_identity(model_path: str) -> str:
-    """The config and the weight files' sizes and times: a different model gives another key."""
-    folder = Path(model_path)
-    if not folder.is_dir():
-        return model_path
-    parts = [(folder / "config.json").read_text(encoding="utf-8") if (folder / "config.json").is_file() else ""]
-    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        stat = weights.stat()
-        parts.append(f"{weights.name}:{stat.st_size}:{int(stat.st_mtime)}")
-    return "\n".join(parts)
-
-
 def frozen_states(model: nn.Module, dataset, layer: int, identity: str, batch_tokens: int = 8192) -> FrozenStates:
     """The hidden states entering `layer` for every example of a tokenized dataset, computed once
     (eval mode: no dropout) and kept in the cache under a key of the model, layer and token ids."""
@@ -133,17 +121,7 @@ def frozen_states(model: nn.Module, dataset, layer: int, identity: str, batch_to
     folder = cache_root() / "frozen-states" / states_key(identity, layer, input_ids)
     if (folder / "meta.json").is_file():
         return FrozenStates(folder)
-    staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        _compute(model, input_ids, layer, staging, batch_tokens)
-        if folder.exists():  # another process finished first: theirs is the same
-            shutil.rmtree(staging)
-        else:
-            os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    build_folder(folder, lambda staging: _compute(model, input_ids, layer, staging, batch_tokens))
     return FrozenStates(folder)
 
 

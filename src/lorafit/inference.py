@@ -14,8 +14,7 @@ from .data import examples_from_table, join_texts, read_table
 from .device import default_cpu_path, use_bf16
 from .errors import LorafitError
 from .metrics import classification_metrics
-from .frozen import model_identity
-from .model import apply_head, build_base_model, resolve_model_path
+from .model import apply_head, build_base_model, model_identity, resolve_model_path
 from .onnx_engine import ORT_PATHS, build_graph, cached_graph, export_key, onnx_classifier, require_onnxruntime
 
 

@@ -51,6 +51,18 @@ def resolve_model_path(name: str) -> str:
     return packaged_model_folder(name) or name
 
 
+def model_identity(model_path: str) -> str:
+    """The config and the weight files' sizes and times: a different model gives another key."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return model_path
+    parts = [(folder / "config.json").read_text(encoding="utf-8") if (folder / "config.json").is_file() else ""]
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        stat = weights.stat()
+        parts.append(f"{weights.name}:{stat.st_size}:{int(stat.st_mtime)}")
+    return "\n".join(parts)
+
+
 def load_base_config(model_cfg: ModelConfig, label_names: list[str]):
     from transformers import AutoConfig
 

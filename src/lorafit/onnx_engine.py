@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import torch
 from . import rundir
 from .errors import LorafitError
 from .packaged import cache_root
+from .rundir import build_folder
 
 ORT_PATHS = ("ort-fp32", "ort-int8")
 
@@ -70,19 +69,20 @@ def export_key(run_dir: Path, model_identity: str) -> str:
 
 
 def cached_graph(key: str, int8: bool) -> Path:
-    return cache_root() / "onnx" / key / ("model-int8.onnx" if int8 else "model.onnx")
+    name = "model-int8" if int8 else "model"
+    return cache_root() / "onnx" / f"{key}-{name}" / f"{name}.onnx"  # a folder: the graph may have external data
 
 
 def build_graph(merged_model: torch.nn.Module, tokenizer, key: str, int8: bool) -> Path:
     """Export the merged fp32 model (and its int8 quantization when asked) into the cache."""
     fp32 = cached_graph(key, int8=False)
     if not fp32.is_file():
-        _atomic(fp32, lambda path: _export(merged_model, tokenizer, path))
+        build_folder(fp32.parent, lambda staging: _export(merged_model, tokenizer, staging / fp32.name))
     if not int8:
         return fp32
     quantized = cached_graph(key, int8=True)
     if not quantized.is_file():
-        _atomic(quantized, lambda path: _quantize(fp32, path))
+        build_folder(quantized.parent, lambda staging: _quantize(fp32, staging / quantized.name))
     return quantized
 
 
@@ -115,17 +115,6 @@ def _quiet(logger_name: str):
         yield
     finally:
         logger.setLevel(level)
-
-
-def _atomic(target: Path, write) -> None:
-    staging = target.parent / f".{target.name}.{os.getpid()}.partial"
-    staging.mkdir(parents=True, exist_ok=True)
-    try:
-        write(staging / target.name)
-        for produced in staging.iterdir():  # the graph and any external-data file beside it
-            os.replace(produced, target.parent / produced.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def onnx_classifier(graph: Path) -> OnnxClassifier:

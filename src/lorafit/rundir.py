@@ -34,6 +34,21 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def build_folder(folder: Path, build) -> Path:
+    """Run `build(staging)` in a folder of its own, then rename it to `folder`: readers see the
+    whole folder or none of it. When another process got there first, its folder is kept."""
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        build(staging)
+        if not folder.exists():
+            os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
 def write_json(path: Path, data) -> Path:
     return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 

@@ -20,9 +20,9 @@ from .config import Recipe
 from .data import prepare_splits, tokenize
 from .device import configure_threads, cpu_info, use_bf16
 from .errors import LorafitError
-from .frozen import FrozenStatesDataset, collate_states, frozen_states, model_identity, skip_frozen_layers
+from .frozen import FrozenStatesDataset, collate_states, frozen_states, skip_frozen_layers
 from .metrics import classification_metrics, trainer_scores
-from .model import build_lora_model, load_tokenizer, resolve_model_path
+from .model import build_lora_model, load_tokenizer, model_identity, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
 from .resume import BEST_WEIGHTS, CHECKPOINTS, BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout
