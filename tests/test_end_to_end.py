@@ -11,7 +11,7 @@ import torch
 from conftest import RECIPES
 
 ARTIFACTS = ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "labels.json", "metrics.json",
-             "history.csv", "run.json", "COMPLETE", "recipe.yaml", "plots/loss.png", "plots/accuracy.png", "plots/confusion_matrix.png"]
+             "history.csv", "validation_predictions.csv", "run.json", "COMPLETE", "recipe.yaml", "plots/loss.png", "plots/accuracy.png", "plots/confusion_matrix.png"]
 
 
 def lorafit(*args):
@@ -56,6 +56,22 @@ def test_metrics_history_and_run_record_are_complete(tiny_run, tiny_roberta):
     assert run["parameters"]["trainable"] > 0 and run["wall_seconds"] > 0
     assert run["versions"]["transformers"] and run["versions"]["peft"]
     assert run["speed"]["group_by_length"] and run["speed"]["dynamic_padding"] and run["speed"]["threads"] >= 1
+
+
+def test_validation_predictions_are_the_split_in_order_and_match_the_metrics(tiny_run):
+    from lorafit.config import load_recipe
+    from lorafit.data import prepare_splits
+
+    run_dir, _ = tiny_run
+    split = prepare_splits(load_recipe(run_dir / "recipe.yaml").data, tokenizer=None).validation
+    rows = pd.read_csv(run_dir / "validation_predictions.csv")
+    assert rows.text.tolist() == split.texts  # the Trainer's length-grouped order was undone
+    assert rows.label.tolist() == [split.label_names[label] for label in split.labels]
+    probabilities = rows[[f"p_{name}" for name in split.label_names]].to_numpy()
+    assert probabilities.sum(axis=1) == pytest.approx(1.0, abs=1e-4)
+    assert rows.prediction.tolist() == [split.label_names[i] for i in probabilities.argmax(axis=1)]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (rows.prediction == rows.label).mean() == pytest.approx(metrics["accuracy"])  # the best epoch's
 
 
 def test_adapter_reloads_with_plain_peft_and_gives_the_same_logits(tiny_run, tiny_roberta):

@@ -89,16 +89,19 @@ class BestEpochWeights(TrainerCallback):
     equals) in one atomically replaced file, and stops after `patience` epochs without a better
     one. Both follow from the Trainer's log history, which a resumed Trainer restores."""
 
-    def __init__(self, model, run_dir: Path, patience: int | None):
+    def __init__(self, model, run_dir: Path, patience: int | None, on_best=None):
         self.model, self.path, self.patience = model, run_dir / BEST_WEIGHTS, patience
+        self.on_best = on_best or (lambda: None)  # called on every process at each new best epoch
 
     def on_evaluate(self, args, state, control, metrics=None, **_):
         scores = [e["eval_accuracy"] for e in state.log_history if "eval_accuracy" in e]
         if not scores or metrics is None:
             return
         best = scores.index(max(scores))
-        if best == len(scores) - 1 and state.is_world_process_zero:  # the best so far (it is already logged)
-            self.save(metrics["eval_accuracy"], state.epoch)
+        if best == len(scores) - 1:  # the best so far (it is already logged)
+            self.on_best()
+            if state.is_world_process_zero:
+                self.save(metrics["eval_accuracy"], state.epoch)
         if self.patience and len(scores) - 1 - best >= self.patience:
             control.should_training_stop = True
 

@@ -15,6 +15,7 @@ RUN_JSON = "run.json"
 METRICS_JSON = "metrics.json"
 LABELS_JSON = "labels.json"
 HISTORY_CSV = "history.csv"
+VALIDATION_PREDICTIONS_CSV = "validation_predictions.csv"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 COMPLETE = "COMPLETE"  # written last: a run without it is not finished

@@ -66,6 +66,22 @@ def optimizer_steps(recipe: Recipe, train_rows: int) -> int:
     return max(1, math.ceil(math.ceil(train_rows / t.batch_size) / t.gradient_accumulation_steps * t.epochs))
 
 
+class ValidationOutputs:
+    """The Trainer's compute_metrics: scores each evaluation and keeps its logits and labels, so the
+    best epoch's predictions are at hand after training without another pass over the validation rows."""
+
+    def __init__(self):
+        self.last = self.best = None
+
+    def __call__(self, eval_prediction) -> dict:
+        logits = eval_prediction.predictions
+        self.last = (logits[0] if isinstance(logits, tuple) else logits, eval_prediction.label_ids)
+        return trainer_scores(eval_prediction)
+
+    def keep_best(self) -> None:
+        self.best = self.last
+
+
 class AdaLoraAllocation(TrainerCallback):
     """AdaLoRA re-allocates ranks from the gradients: after each optimizer step, before they are zeroed."""
 
@@ -180,36 +196,68 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
         with args.main_process_first(local=False, desc="frozen layers"):
             train_set, validation_set = reuse_frozen_layers(model, recipe, speed, train_set, validation_set)
         collator, layers_used = collate_states, skip_frozen_layers(model, speed["frozen_layers_reused"])
-    best = BestEpochWeights(model, run_dir, recipe.training.early_stopping_patience)
+    outputs = ValidationOutputs()
+    best = BestEpochWeights(model, run_dir, recipe.training.early_stopping_patience, on_best=outputs.keep_best)
     clock = EpochClock()
     callbacks = [best, CheckpointMarker(), clock, *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
     trainer = Trainer(model=model, args=args,
                       train_dataset=train_set, eval_dataset=validation_set, processing_class=tokenizer,
-                      data_collator=collator, compute_metrics=trainer_scores, callbacks=callbacks)
+                      data_collator=collator, compute_metrics=outputs, callbacks=callbacks)
     with layers_used:
         trained = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         speed["train_examples_per_second"] = trained.metrics.get("train_samples_per_second")
         speed["epoch_train_examples_per_second"] = [round(len(train_set) / s, 2) for s in clock.seconds]
         trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the best epoch's weights
-        if recipe.lora.variant != "adalora":  # AdaLoRA prunes ranks as it trains: earlier weights no longer fit
+        # AdaLoRA prunes ranks as it trains: earlier weights no longer fit, so it keeps the last epoch
+        adalora = recipe.lora.variant == "adalora"
+        if not adalora:
             best.restore()
-        # with group_by_length the Trainer also reorders evaluation rows: take labels from its output
-        output = trainer.predict(validation_set)
+        logits, labels = (outputs.last if adalora else outputs.best) or validation_logits(trainer, validation_set)
     history = epoch_history(trainer.state.log_history)
-    metrics = classification_metrics(output.label_ids, output.predictions.argmax(-1), label_names)
+    metrics = classification_metrics(labels, logits.argmax(-1), label_names)
     metrics["best_epoch"] = best_epoch(history)
     wall = time.time() - started
     if not main:
         return RunResult(run_dir, metrics, history, budget_plan, wall, wrote_artifacts=False)
     staging = run_dir / ".staging"
     save_run(staging, recipe, model, tokenizer, label_names, metrics, history, budget_plan, splits.info, speed, wall)
+    save_validation_predictions(staging, splits.validation, logits, labels, evaluation_order(trainer, validation_set),
+                                label_names)
     rundir.publish(staging, run_dir)
     rundir.mark_complete(run_dir)
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)  # the best weights are the run's own now
     (run_dir / BEST_WEIGHTS).unlink(missing_ok=True)
     return RunResult(run_dir, metrics, history, budget_plan, wall)
+
+
+def validation_logits(trainer, validation_set):
+    """A pass over the validation rows, for a resumed run whose best epoch was before the resume."""
+    output = trainer.predict(validation_set)
+    return output.predictions, output.label_ids
+
+
+def evaluation_order(trainer, validation_set) -> list[int]:
+    """The row order of the Trainer's evaluation outputs: with group_by_length its evaluation
+    sampler groups rows by length too, with a fixed seed, so the order can be replayed."""
+    sampler = trainer._get_eval_sampler(validation_set)
+    return list(sampler) if sampler is not None else list(range(len(validation_set)))
+
+
+def save_validation_predictions(run_dir: Path, validation, logits, labels, order: list[int], label_names) -> None:
+    """validation_predictions.csv: each validation row with its label, the prediction and the
+    probabilities, in the split's own order (for error analysis and ensembles)."""
+    if [validation.labels[i] for i in order] != [int(label) for label in labels]:
+        raise LorafitError("the Trainer's evaluation order could not be replayed; validation_predictions.csv "
+                           "would mislabel rows (a transformers change?)")
+    probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+    by_row = dict(zip(order, probabilities))
+    columns = ["text", "label", "prediction", *[f"p_{name}" for name in label_names]]
+    rows = [{"text": text, "label": label_names[label], "prediction": label_names[by_row[i].argmax()],
+             **{f"p_{name}": round(float(p), 6) for name, p in zip(label_names, by_row[i])}}
+            for i, (text, label) in enumerate(zip(validation.texts, validation.labels))]
+    rundir.write_rows(run_dir / rundir.VALIDATION_PREDICTIONS_CSV, rows, columns)
 
 
 def epoch_history(log_history: list[dict]) -> list[dict]:
