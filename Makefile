@@ -9,14 +9,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?=
 TORCH_VERSION ?= 2.13.0
+# where torch comes from: empty = pip's configured index. On the public PyPI even a pinned Linux
+# wheel is the multi-GB CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
+TORCH_INDEX ?=
 
 .PHONY: install quickstart test bench bench-frozen accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: an open range would pull a multi-GB CUDA build
-	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	# torch first and pinned, from TORCH_INDEX when given, so the project's install keeps it
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 

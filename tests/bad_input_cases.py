@@ -95,6 +95,8 @@ CASES = [
          train("d.csv", "budget.max_trainable=1000"), "exceed budget.max_trainable=1,000", ["run"]),
     Case("pickle without --trust-pickle", {"d.pkl": pickle.dumps({"text": ["a"], "label": [0]})},
          predict("d.pkl"), "pickle files can run arbitrary code", ["submission.csv"]),
+    Case("pickle given to train", {"d.pkl": pickle.dumps({"text": ["a"], "label": [0]})},
+         train("d.pkl"), "lorafit does not train from pickle files", ["run"]),
     Case("adapter of another base model", {}, ["classify", "{dir}/other-base", "hello"],
          "does not fit the base model", preserved="the run directory is left as it was"),
     Case("adapter with another label count", {}, ["classify", "{dir}/other-labels", "hello"],

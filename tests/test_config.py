@@ -1,6 +1,6 @@
 import pytest
 
-from lorafit.config import apply_overrides, load_recipe, recipe_from_dict
+from lorafit.config import SCHEDULERS, apply_overrides, load_recipe, recipe_from_dict
 from lorafit.errors import LorafitError
 
 from conftest import RECIPES
@@ -53,6 +53,15 @@ def test_invalid_values_are_explained():
         recipe_from_dict({"lora": {"targets": [{"modules": ["query"], "layers": ["x"]}]}})
     with pytest.raises(LorafitError, match="length_percentiles"):
         recipe_from_dict({"data": {"length_percentiles": [99, 1]}})
+
+
+def test_a_scheduler_typo_is_refused_before_any_data_loads():
+    from transformers.trainer_utils import SchedulerType
+
+    with pytest.raises(LorafitError, match="training.scheduler 'cosin' is not one of: .*did you mean 'cosine'"):
+        recipe_from_dict({"training": {"scheduler": "cosin"}})
+    for scheduler in SCHEDULERS:  # every offered schedule is one transformers knows
+        assert SchedulerType(recipe_from_dict({"training": {"scheduler": scheduler}}).training.scheduler)
 
 
 def test_override_without_equals_sign_is_an_error():

@@ -16,10 +16,14 @@ def slice_200(agnews_rows):
     return agnews_rows.iloc[:200].reset_index(drop=True)
 
 
-@pytest.mark.parametrize("suffix", ["csv", "tsv", "jsonl", "parquet"])
+@pytest.mark.parametrize("suffix", ["csv", "tsv", "jsonl", "json", "lines.json", "parquet"])
 def test_every_format_loads_the_same_examples(slice_200, tmp_path, suffix):
     path = tmp_path / f"train.{suffix}"
-    if suffix == "csv":
+    if suffix == "json":  # one JSON array of rows
+        slice_200.to_json(path, orient="records", force_ascii=False)
+    elif suffix == "lines.json":  # JSON Lines under .json, as `datasets` writes it
+        slice_200.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif suffix == "csv":
         slice_200.to_csv(path, index=False)
     elif suffix == "tsv":
         slice_200.assign(text=slice_200.text.str.replace("\t", " ")).to_csv(path, sep="\t", index=False)
@@ -45,6 +49,15 @@ def test_classic_headerless_agnews_csv_joins_title_and_description(slice_200, tm
     assert examples.label_names == AGNEWS_LABELS
     assert examples.labels == slice_200.label.tolist()
     assert examples.texts[0] == slice_200.text[0].strip()
+
+
+def test_a_headed_label_title_description_csv_keeps_its_labels(tmp_path):
+    path = tmp_path / "headed.csv"
+    path.write_text("label,title,description\n2,Stocks rally,Oil falls\n3,New chip,Longer battery\n"
+                    "1,Cup final,Team wins\n", encoding="utf-8")
+    examples = load_examples(DataConfig(train=str(path), text_columns=["title", "description"], labels=AGNEWS_LABELS))
+    assert examples.labels == [2, 3, 1]  # read as they are: only the headerless classic file is 1-based
+    assert examples.texts[0] == "Stocks rally Oil falls"
 
 
 def test_title_and_description_columns_with_label_names(slice_200, tmp_path):
@@ -97,6 +110,8 @@ def test_empty_text_and_pickle_are_refused(slice_200, tmp_path):
     slice_200.to_pickle(pickled)
     with pytest.raises(LorafitError, match="pass --trust-pickle"):
         read_table(pickled)
+    with pytest.raises(LorafitError, match="does not train from pickle files.*convert it to .parquet or .csv"):
+        load_examples(DataConfig(train=str(pickled)))  # training offers no flag, so none is suggested
     assert len(read_table(pickled, trust_pickle=True)) == 200
 
 

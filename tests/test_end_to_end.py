@@ -123,6 +123,20 @@ def test_predict_writes_submission_in_input_order(tiny_run, agnews_rows, tmp_pat
     assert submission.Label.tolist() == expected.tolist()
 
 
+def test_predict_and_evaluate_read_the_runs_data_format_and_parse_the_recipe_once(tiny_run, agnews_rows,
+                                                                                 tmp_path):
+    from lorafit.inference import evaluate_file, load_run, predict_file
+
+    run = load_run(tiny_run[0], precision="fp32")
+    assert run.recipe is run.recipe
+    run.recipe.data.format = "tsv"  # a .txt file is read only through the run's data.format
+    source = tmp_path / "rows.txt"
+    agnews_rows.iloc[:12].assign(text=lambda t: t.text.str.replace("\t", " ")).to_csv(source, sep="\t", index=False)
+    submission = pd.read_csv(predict_file(run, str(source), str(tmp_path / "submission.csv")))
+    assert len(submission) == 12
+    assert evaluate_file(run, str(source))["n"] == 12
+
+
 def test_predict_refuses_pickle_without_trust_flag(tiny_run, agnews_rows, tmp_path):
     run_dir, _ = tiny_run
     source = tmp_path / "test_unlabelled.pkl"

@@ -18,6 +18,10 @@ import yaml
 
 from .errors import LorafitError
 
+# transformers' schedules that need no arguments beyond warmup (checked against SchedulerType in the tests)
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
+              "inverse_sqrt")
+
 
 def _f(default: Any, help: str) -> Any:
     if isinstance(default, (list, dict)):
@@ -29,7 +33,7 @@ def _f(default: Any, help: str) -> Any:
 class DataConfig:
     train: str = _f("ag_news", "Hugging Face dataset name, or a local .csv/.tsv/.jsonl/.parquet file")
     split: str = _f("train", "split to train on when `train` is a Hugging Face dataset")
-    format: str = _f("auto", "auto | csv | tsv | jsonl | parquet | agnews_csv (classic headerless AG News)")
+    format: str = _f("auto", "auto | csv | tsv | json (array or lines) | jsonl | parquet | agnews_csv (classic headerless AG News)")
     text_columns: list[str] = _f(["text"], "column(s) holding the text; several are joined with a space")
     label_column: str = _f("label", "column holding the label (integer index or label name)")
     labels: Optional[list[str]] = _f(None, "label names in index order; inferred from the data when unset")
@@ -51,7 +55,7 @@ class DataConfig:
             self.text_columns = [self.text_columns]
         if not self.text_columns:
             raise LorafitError("data.text_columns must name at least one column")
-        _check_choice("data.format", self.format, ("auto", "csv", "tsv", "jsonl", "parquet", "agnews_csv"))
+        _check_choice("data.format", self.format, ("auto", "csv", "tsv", "json", "jsonl", "parquet", "agnews_csv"))
         if self.max_length < 8:
             raise LorafitError(f"data.max_length must be at least 8, got {self.max_length}")
         if self.length_percentiles is not None:
@@ -140,7 +144,9 @@ class LoraSettings:
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise LorafitError(f"{key} '{value}' is not one of: {', '.join(choices)}")
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise LorafitError(f"{key} '{value}' is not one of: {', '.join(choices)}{hint}")
 
 
 def _check_target(target: Any, where: str) -> None:
@@ -177,7 +183,7 @@ class TrainingConfig:
     eval_batch_size: int = _f(64, "examples per evaluation batch")
     gradient_accumulation_steps: int = _f(1, "steps whose gradients are summed before an update")
     weight_decay: float = _f(0.01, "AdamW weight decay")
-    scheduler: str = _f("cosine", "learning rate schedule: cosine | linear | constant | constant_with_warmup | ...")
+    scheduler: str = _f("cosine", "learning rate schedule: " + " | ".join(SCHEDULERS))
     warmup_ratio: float = _f(0.0, "fraction of the steps spent warming the learning rate up")
     max_grad_norm: float = _f(1.0, "gradient clipping norm")
     early_stopping_patience: Optional[int] = _f(None, "stop after this many epochs without a better accuracy")
@@ -199,6 +205,7 @@ class TrainingConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise LorafitError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         _check_choice("training.precision", self.precision, ("auto", "bf16", "fp32"))
+        _check_choice("training.scheduler", self.scheduler, SCHEDULERS)
 
 
 @dataclass

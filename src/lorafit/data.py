@@ -21,8 +21,9 @@ from .errors import LorafitError
 from .packaged import cache_root
 
 AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
-SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
+SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet",
                   ".pkl": "pickle", ".pickle": "pickle"}
+CLASSIC_AGNEWS = "lorafit_classic_agnews"  # DataFrame.attrs key: read as the headerless "3","title","description"
 _INT = re.compile(r"^\s*[+-]?\d+\s*$")
 
 
@@ -76,8 +77,9 @@ def _looks_like_headerless_agnews(path: Path) -> bool:
     return len(first) == 3 and bool(_INT.match(first[0]))
 
 
-def read_table(path: str | Path, fmt: str = "auto", trust_pickle: bool = False) -> pd.DataFrame:
-    """Read a local file into a DataFrame of its columns, refusing pickles unless trusted."""
+def read_table(path: str | Path, fmt: str = "auto", trust_pickle: bool | None = False) -> pd.DataFrame:
+    """Read a local file into a DataFrame of its columns, refusing pickles unless trusted
+    (trust_pickle=None: refused without offering a flag)."""
     path = Path(path)
     if not path.is_file():
         raise LorafitError(f"{path}: file not found")
@@ -93,8 +95,9 @@ def read_table(path: str | Path, fmt: str = "auto", trust_pickle: bool = False) 
         elif kind == "agnews_csv":
             table = pd.read_csv(path, header=None, names=["label", "title", "description"], dtype=str,
                                 keep_default_na=False, na_filter=False, encoding="utf-8")
-        elif kind == "jsonl":
-            table = pd.read_json(path, lines=True, dtype=False)
+            table.attrs[CLASSIC_AGNEWS] = True  # decided here, from the file: never again from column names
+        elif kind in ("json", "jsonl"):
+            table = pd.read_json(path, lines=not (kind == "json" and _starts_with(path, "[")), dtype=False)
         elif kind == "parquet":
             table = pd.read_parquet(path)
         else:
@@ -108,7 +111,16 @@ def read_table(path: str | Path, fmt: str = "auto", trust_pickle: bool = False) 
     return table
 
 
-def _read_pickle(path: Path, trust_pickle: bool) -> pd.DataFrame:
+def _starts_with(path: Path, character: str) -> bool:
+    """A .json file is either one JSON array of rows or JSON Lines (as `datasets` writes .json)."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.read(4096).lstrip().startswith(character)
+
+
+def _read_pickle(path: Path, trust_pickle: bool | None) -> pd.DataFrame:
+    if trust_pickle is None:  # training reads the recipe's files: no flag can vouch for them
+        raise LorafitError(f"{path}: lorafit does not train from pickle files, which can run arbitrary code "
+                           "when loaded; convert it to .parquet or .csv first")
     if not trust_pickle:
         raise LorafitError(f"{path}: pickle files can run arbitrary code when loaded; "
                            "pass --trust-pickle if you trust its source")
@@ -173,7 +185,7 @@ def encode_labels(values: list, label_names: Optional[list[str]], where: str) ->
 def examples_from_table(table: pd.DataFrame, cfg: DataConfig, where: str,
                         label_names: Optional[list[str]] = None) -> Examples:
     text_columns, label_names = cfg.text_columns, label_names or cfg.labels
-    if list(table.columns) == ["label", "title", "description"]:  # the classic headerless AG News CSV
+    if table.attrs.get(CLASSIC_AGNEWS):
         text_columns = ["title", "description"]
         table = table.assign(label=[_shift_agnews_label(v, row, where) for row, v in enumerate(table["label"], 1)])
         label_names = label_names or AGNEWS_LABELS
@@ -192,7 +204,7 @@ def _shift_agnews_label(value: str, row: int, where: str) -> int:
 
 
 def load_examples(cfg: DataConfig, source: Optional[str] = None, split: Optional[str] = None,
-                  label_names: Optional[list[str]] = None, trust_pickle: bool = False) -> Examples:
+                  label_names: Optional[list[str]] = None, trust_pickle: bool | None = None) -> Examples:
     """Labelled examples from a local file or, when `source` is no file, a Hugging Face dataset."""
     source = source or cfg.train
     if is_local_file(source):

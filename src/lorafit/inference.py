@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,8 @@ class LoadedRun:
     autocast: bool = False  # bf16 autocast around a model whose weights are not bf16 (a GPU)
     path: str = "fp32"  # the inference path: bf16 | fp32 | int8 | ort-fp32 | ort-int8
 
-    @property
-    def recipe(self):
+    @functools.cached_property
+    def recipe(self):  # parsed once: serve reads it for every micro-batch
         return recipe_from_dict(self.info["recipe"], source=str(self.run_dir / rundir.RUN_JSON))
 
 
@@ -195,7 +196,7 @@ def predict_file(runs: LoadedRun | list[LoadedRun], input_path: str, output_path
 
     run = runs[0] if isinstance(runs, list) else runs
     data = run.recipe.data
-    table = read_table(input_path, trust_pickle=trust_pickle)
+    table = read_table(input_path, data.format, trust_pickle=trust_pickle)
     texts = join_texts(table, text_columns or data.text_columns, where=str(input_path))
     probabilities = ensemble_proba(runs, texts, progress=True)
     ids = _id_column(table, id_column)
