@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -12,10 +13,12 @@ from .baseline import CLASSIFIERS
 from .errors import LorafitError
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lorafit", description=__doc__.split(":")[0])
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each command's own parser."""
+    parser = argparse.ArgumentParser(prog="lorafit", description=__doc__.split(":")[0], allow_abbrev=False)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser = functools.partial(commands.add_parser, allow_abbrev=False)  # --npr is no --nproc
 
     plan = commands.add_parser("plan", help="count trainable parameters of a recipe, no weights loaded")
     plan.add_argument("recipe")
@@ -76,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     classify = _run_command(commands, "classify", "label and probabilities of texts given on the command line")
     classify.add_argument("texts", nargs="+")
     classify.add_argument("--json", action="store_true", help="print one JSON array")
-    return parser
+    return parser, commands.choices
 
 
 def _run_command(commands, name: str, help: str, reads_files: bool = False) -> argparse.ArgumentParser:
@@ -173,7 +176,7 @@ def cmd_baseline(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import load_recipe
-    from .distributed import launch, without_option
+    from .distributed import launch
     from .resume import check_run_dir
     from .train import run_directory, train
 
@@ -181,9 +184,10 @@ def cmd_train(args) -> int:
     if args.resume and args.overwrite:
         raise LorafitError("--resume continues a run and --overwrite replaces it: choose one")
     recipe = load_recipe(args.recipe, args.overrides)
-    if args.nproc != 1:  # a bad recipe or run directory fails here once, not in N processes
+    if args.nproc != 1 and "LOCAL_RANK" not in os.environ:  # torchrun sets LOCAL_RANK in the processes it starts
+        # a bad recipe or run directory fails here once, not in N processes
         check_run_dir(run_directory(recipe, output_dir), recipe, bool(args.resume), args.overwrite)
-        return launch(args.nproc, without_option(args.argv, "--nproc"))
+        return launch(args.nproc, args.argv)
     result = train(recipe, output_dir=output_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if not result.wrote_artifacts:  # another rank of a data-parallel run: rank 0 reports
         return 0
@@ -254,16 +258,20 @@ COMMANDS = {"plan": cmd_plan, "train": cmd_train, "search": cmd_search, "baselin
             "classify": cmd_classify, "serve": cmd_serve}
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Overrides may come before or after options (`train R --overwrite a=1 b=2`): the command's own
+    parser reads them intermixed, which argparse cannot do through subparsers."""
+    parser, commands = _parser()
+    at = next((i for i, arg in enumerate(argv) if arg in commands), None)
+    if at is None or any(arg != "--debug" for arg in argv[:at]):
+        return parser.parse_args(argv)  # help, or the usage error
+    args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+    args.command, args.debug, args.argv = argv[at], "--debug" in argv[:at], argv
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args, extra = parser.parse_known_args(argv)
-    args.argv = argv
-    # argparse stops collecting positional overrides at the first option: take the later ones too
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides += extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parse(sys.argv[1:] if argv is None else list(argv))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # raised inside PEFT for every model it wraps; nothing a user can act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

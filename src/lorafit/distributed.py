@@ -19,16 +19,3 @@ def launch(nproc: int, lorafit_args: list[str]) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "lorafit", *lorafit_args]
     return subprocess.run(command, env=environment, check=False).returncode
-
-
-def without_option(argv: list[str], option: str) -> list[str]:
-    """argv with `option VALUE` / `option=VALUE` removed."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            kept.append(arg)
-    return kept
