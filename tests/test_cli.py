@@ -31,3 +31,14 @@ def test_debug_before_the_command_shows_the_traceback():
     assert main(["plan", str(RECIPES / "quickstart.yaml"), "lora.r=x"]) == 2
     with pytest.raises(LorafitError, match="lora.r must be an integer"):
         main(["--debug", "plan", str(RECIPES / "quickstart.yaml"), "lora.r=x"])
+
+
+def test_import_and_help_do_not_load_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, lorafit, lorafit.cli\n"
+            "try:\n    lorafit.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -9,6 +9,15 @@ import logging as _logging
 _logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
     lambda record: "gemm_4bit_forward from kernels-community" not in record.getMessage())
 
-from .budget import plan  # noqa: E402,F401
 from .config import load_recipe  # noqa: E402,F401
 from .errors import LorafitError  # noqa: E402,F401
+
+
+def __getattr__(name: str):
+    # lorafit.plan loads torch through the model code: only when asked, so `import lorafit` and
+    # `lorafit --help` start in a fraction of a second
+    if name == "plan":
+        from .budget import plan
+
+        return plan
+    raise AttributeError(f"module 'lorafit' has no attribute {name!r}")
