@@ -1,5 +1,7 @@
 # make quickstart   create .venv, install, train recipes/quickstart.yaml (DATA=path for a local file)
 # make test         the whole test suite (what CI runs)
+# make test-fast    the inner loop: every test not marked slow (pytest -m "not slow")
+# make lint         ruff: lint and formatting (CI runs it first)
 # make bench        speed: the reports' pipeline against lorafit's defaults -> bench/RESULTS.md
 # make bench-frozen reused frozen layers on all-mpnet-base-v2 -> bench/FROZEN.md
 # make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
@@ -13,7 +15,7 @@ TORCH_VERSION ?= 2.13.0
 # wheel is the multi-GB CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
 TORCH_INDEX ?=
 
-.PHONY: install quickstart test bench bench-frozen accuracy accuracy-search reliability clean
+.PHONY: install quickstart test test-fast lint bench bench-frozen accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +37,13 @@ quickstart: install
 
 test: install
 	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 bench: install
 	$(PY) bench/bench.py

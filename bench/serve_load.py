@@ -37,6 +37,7 @@ async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
+
         async def client(index: int) -> None:
             nonlocal errors
             i = index
@@ -56,16 +57,23 @@ async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict
         elapsed = time.perf_counter() - began
     latencies.sort()
     count = len(latencies)
-    return {"requests": count, "errors": errors, "seconds": round(elapsed, 2),
-            "requests_per_s": count / elapsed, "texts_per_s": (count - errors) / elapsed,
-            "p50_ms": 1000 * latencies[count // 2], "p99_ms": 1000 * latencies[min(count - 1, int(count * 0.99))]}
+    return {
+        "requests": count,
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "requests_per_s": count / elapsed,
+        "texts_per_s": (count - errors) / elapsed,
+        "p50_ms": 1000 * latencies[count // 2],
+        "p99_ms": 1000 * latencies[min(count - 1, int(count * 0.99))],
+    }
 
 
 def run_server(run_dir: str, batching: bool, texts: list[str], clients: int, seconds: float) -> dict:
     port = free_port()
     command = [sys.executable, "-m", "lorafit", "serve", run_dir, "--port", str(port)]
-    server = subprocess.Popen(command + ([] if batching else ["--no-batching"]), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        command + ([] if batching else ["--no-batching"]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -93,7 +101,7 @@ def model_alone(run_dir: str, texts: list[str], batch: int, seconds: float) -> d
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         first = done % (len(texts) - batch)
-        ensemble_proba(run, texts[first:first + batch])
+        ensemble_proba(run, texts[first : first + batch])
         done += batch
     return {"batch": batch, "texts_per_s": done / (time.perf_counter() - start)}
 
@@ -107,10 +115,13 @@ def main() -> None:
     import pandas as pd
 
     texts = [t[:300] for t in pd.read_csv(AGNEWS).text.tolist()[-1000:]]
-    result = {"clients": options.clients, "seconds": options.seconds,
-              "plain": run_server(options.run, False, texts, options.clients, options.seconds),
-              "lorafit": run_server(options.run, True, texts, options.clients, options.seconds),
-              "model_alone": model_alone(options.run, texts, options.clients, min(options.seconds, 10))}
+    result = {
+        "clients": options.clients,
+        "seconds": options.seconds,
+        "plain": run_server(options.run, False, texts, options.clients, options.seconds),
+        "lorafit": run_server(options.run, True, texts, options.clients, options.seconds),
+        "model_alone": model_alone(options.run, texts, options.clients, min(options.seconds, 10)),
+    }
     print(json.dumps(result))
 
 

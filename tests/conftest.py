@@ -50,8 +50,7 @@ def tiny_roberta(roberta_dir, tmp_path_factory) -> Path:
     from transformers import AutoConfig, AutoModel
 
     folder = tmp_path_factory.mktemp("tiny-roberta")
-    config = AutoConfig.from_pretrained(roberta_dir, hidden_size=32,
-                                        num_attention_heads=2, intermediate_size=64)
+    config = AutoConfig.from_pretrained(roberta_dir, hidden_size=32, num_attention_heads=2, intermediate_size=64)
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(folder)
     for name in ("vocab.json", "merges.txt"):
@@ -73,9 +72,23 @@ def tiny_finished_run(tiny_roberta, agnews_csv, tmp_path_factory) -> Path:
     from lorafit.cli import main
 
     run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
-    assert main(["train", str(RECIPES / "agnews-report-b.yaml"), f"model.name={tiny_roberta}",
-                 f"data.train={agnews_csv}", "data.limit=120", "data.validation_size=32", "data.max_length=32",
-                 "training.epochs=1", "--output-dir", str(run_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(RECIPES / "agnews-report-b.yaml"),
+                f"model.name={tiny_roberta}",
+                f"data.train={agnews_csv}",
+                "data.limit=120",
+                "data.validation_size=32",
+                "data.max_length=32",
+                "training.epochs=1",
+                "--output-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -91,3 +104,14 @@ def mpnet_dir(private_cache) -> Path:
     except metadata.PackageNotFoundError:
         pytest.skip("needs the all-mpnet-base-v2 packages (pip install -e '.[dev]')")
     return unpacked_folder(MPNET)
+
+
+# what makes a test slow: a real pretrained encoder, or several processes
+SLOW_FIXTURES = {"minilm_dir", "mpnet_dir"}
+SLOW_MODULES = {"test_distributed", "test_learning", "test_resume", "test_search_baseline_ensemble"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames) or item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -2,7 +2,6 @@
 traceback, no partial output; inputs that must be handled are handled."""
 
 import pytest
-
 from bad_input_cases import CASES, run_case
 from conftest import RECIPES
 

@@ -3,18 +3,16 @@ import subprocess
 import sys
 
 import pytest
+from conftest import RECIPES
 
 from lorafit.budget import plan
 from lorafit.config import load_recipe, recipe_from_dict
 from lorafit.errors import LorafitError
 from lorafit.model import build_base_model, build_lora_model, resolve_targets
 
-from conftest import RECIPES
-
 
 def lorafit(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "lorafit", *map(str, args)], capture_output=True, text=True,
-                          **kwargs)
+    return subprocess.run([sys.executable, "-m", "lorafit", *map(str, args)], capture_output=True, text=True, **kwargs)
 
 
 def test_plan_reproduces_report_a_980740_trainable(roberta_dir):
@@ -38,7 +36,11 @@ def test_plan_cli_json_has_counts_and_verdict(roberta_dir):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert (report["trainable"], report["total"], report["budget"], report["fits"]) == (
-        864_004, 125_512_712, 1_000_000, True)
+        864_004,
+        125_512_712,
+        1_000_000,
+        True,
+    )
 
 
 def test_plan_cli_fails_when_budget_is_exceeded(roberta_dir):
@@ -61,14 +63,21 @@ def test_targets_by_name_path_and_layers(roberta_dir):
     assert resolve_targets(model, ["query"]) == [f"{layer}.{i}.attention.self.query" for i in range(12)]
     assert resolve_targets(model, [f"{layer}.3.attention.output.dense"]) == [f"{layer}.3.attention.output.dense"]
     assert resolve_targets(model, [{"modules": ["output.dense", "value"], "layers": [11]}]) == [
-        f"{layer}.11.attention.self.value", f"{layer}.11.output.dense"]
+        f"{layer}.11.attention.self.value",
+        f"{layer}.11.output.dense",
+    ]
     with pytest.raises(LorafitError, match=r"lora target 'qeury' matches no linear module.*attention.self.query"):
         resolve_targets(model, ["qeury"])
 
 
 def test_plan_counts_the_head_from_the_label_count_of_a_local_file(roberta_dir, agnews_csv):
-    recipe = recipe_from_dict({"model": {"name": str(roberta_dir)}, "data": {"train": str(agnews_csv)},
-                               "lora": {"targets": ["query"], "r": 1}})
+    recipe = recipe_from_dict(
+        {
+            "model": {"name": str(roberta_dir)},
+            "data": {"train": str(agnews_csv)},
+            "lora": {"targets": ["query"], "r": 1},
+        }
+    )
     result = plan(recipe)
     assert result.head == 768 * 768 + 768 + 768 * 4 + 4
     assert result.lora == 12 * 2 * 768

@@ -3,10 +3,9 @@
 import json
 
 import pytest
+from conftest import RECIPES
 
 from lorafit.cli import main
-
-from conftest import RECIPES
 
 
 def test_overrides_may_follow_options(capsys):
@@ -37,8 +36,10 @@ def test_import_and_help_do_not_load_torch():
     import subprocess
     import sys
 
-    code = ("import sys, lorafit, lorafit.cli\n"
-            "try:\n    lorafit.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
+    code = (
+        "import sys, lorafit, lorafit.cli\n"
+        "try:\n    lorafit.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

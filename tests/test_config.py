@@ -1,9 +1,8 @@
 import pytest
+from conftest import RECIPES
 
 from lorafit.config import SCHEDULERS, apply_overrides, load_recipe, recipe_from_dict
 from lorafit.errors import LorafitError
-
-from conftest import RECIPES
 
 
 def test_report_recipes_carry_the_reports_settings():
@@ -20,9 +19,16 @@ def test_report_recipes_carry_the_reports_settings():
 
 
 def test_dotted_overrides_reach_nested_keys_and_parse_yaml_values():
-    recipe = load_recipe(RECIPES / "quickstart.yaml",
-                         ["training.learning_rate=3e-5", "data.limit=100", "data.length_percentiles=[1, 99]",
-                          "lora.targets=[query]", "model.classifier_dropout=null"])
+    recipe = load_recipe(
+        RECIPES / "quickstart.yaml",
+        [
+            "training.learning_rate=3e-5",
+            "data.limit=100",
+            "data.length_percentiles=[1, 99]",
+            "lora.targets=[query]",
+            "model.classifier_dropout=null",
+        ],
+    )
     assert recipe.training.learning_rate == pytest.approx(3e-5)
     assert recipe.data.limit == 100
     assert recipe.data.length_percentiles == [1.0, 99.0]

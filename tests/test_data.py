@@ -3,11 +3,17 @@ from collections import Counter
 
 import pytest
 
-from lorafit.config import DataConfig
-from lorafit.data import (AGNEWS_LABELS, filter_by_length, load_examples, prepare_splits, read_table,
-                          stratified_split, token_lengths)
+from lorafit.config import DataConfig, ModelConfig
+from lorafit.data import (
+    AGNEWS_LABELS,
+    filter_by_length,
+    load_examples,
+    prepare_splits,
+    read_table,
+    stratified_split,
+    token_lengths,
+)
 from lorafit.errors import LorafitError
-from lorafit.config import ModelConfig
 from lorafit.model import load_tokenizer
 
 
@@ -53,21 +59,24 @@ def test_classic_headerless_agnews_csv_joins_title_and_description(slice_200, tm
 
 def test_a_headed_label_title_description_csv_keeps_its_labels(tmp_path):
     path = tmp_path / "headed.csv"
-    path.write_text("label,title,description\n2,Stocks rally,Oil falls\n3,New chip,Longer battery\n"
-                    "1,Cup final,Team wins\n", encoding="utf-8")
+    path.write_text(
+        "label,title,description\n2,Stocks rally,Oil falls\n3,New chip,Longer battery\n1,Cup final,Team wins\n",
+        encoding="utf-8",
+    )
     examples = load_examples(DataConfig(train=str(path), text_columns=["title", "description"], labels=AGNEWS_LABELS))
     assert examples.labels == [2, 3, 1]  # read as they are: only the headerless classic file is 1-based
     assert examples.texts[0] == "Stocks rally Oil falls"
 
 
 def test_title_and_description_columns_with_label_names(slice_200, tmp_path):
-    table = slice_200.assign(title=slice_200.text.str.split(" ").str[0],
-                             body=slice_200.text.str.split(" ", n=1).str[1],
-                             topic=[AGNEWS_LABELS[i] for i in slice_200.label]).drop(columns=["text", "label"])
+    table = slice_200.assign(
+        title=slice_200.text.str.split(" ").str[0],
+        body=slice_200.text.str.split(" ", n=1).str[1],
+        topic=[AGNEWS_LABELS[i] for i in slice_200.label],
+    ).drop(columns=["text", "label"])
     path = tmp_path / "named.csv"
     table.to_csv(path, index=False)
-    config = DataConfig(train=str(path), text_columns=["title", "body"], label_column="topic",
-                        labels=AGNEWS_LABELS)
+    config = DataConfig(train=str(path), text_columns=["title", "body"], label_column="topic", labels=AGNEWS_LABELS)
     examples = load_examples(config)
     assert examples.labels == slice_200.label.tolist()
     assert examples.texts[3] == slice_200.text[3].strip()
@@ -157,8 +166,9 @@ def test_length_filter_drops_training_rows_outside_percentiles(agnews_csv, rober
 
 
 def test_filter_by_length_keeps_rows_inside_the_range():
-    from lorafit.data import Examples
     import numpy as np
+
+    from lorafit.data import Examples
 
     examples = Examples([f"t{i}" for i in range(101)], [i % 2 for i in range(101)], ["a", "b"])
     kept = filter_by_length(examples, np.arange(101), [1, 99])

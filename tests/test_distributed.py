@@ -6,19 +6,36 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import RECIPES
 
 # The real MiniLM encoder, so the runs learn something to compare. No dropout anywhere: both runs
 # then see the same examples per optimizer step and compute the same updates, up to float sums.
-COMMON = ["data.limit=400", "data.validation_size=64", "data.max_length=48", "training.epochs=2",
-          "model.hidden_dropout=0", "model.attention_dropout=0", "lora.lora_dropout=0", "training.threads=1"]
+COMMON = [
+    "data.limit=400",
+    "data.validation_size=64",
+    "data.max_length=48",
+    "training.epochs=2",
+    "model.hidden_dropout=0",
+    "model.attention_dropout=0",
+    "lora.lora_dropout=0",
+    "training.threads=1",
+]
 
 
 def train(minilm_dir, agnews_csv, run_dir: Path, *extra) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "lorafit", "train", str(RECIPES / "quickstart.yaml"),
-               f"model.name={minilm_dir}", f"data.train={agnews_csv}", *COMMON, "--output-dir", str(run_dir),
-               *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "lorafit",
+        "train",
+        str(RECIPES / "quickstart.yaml"),
+        f"model.name={minilm_dir}",
+        f"data.train={agnews_csv}",
+        *COMMON,
+        "--output-dir",
+        str(run_dir),
+        *extra,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 

@@ -7,11 +7,23 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
 from conftest import RECIPES
 
-ARTIFACTS = ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "labels.json", "metrics.json",
-             "history.csv", "validation_predictions.csv", "run.json", "COMPLETE", "recipe.yaml", "plots/loss.png", "plots/accuracy.png", "plots/confusion_matrix.png"]
+ARTIFACTS = [
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "tokenizer.json",
+    "labels.json",
+    "metrics.json",
+    "history.csv",
+    "validation_predictions.csv",
+    "run.json",
+    "COMPLETE",
+    "recipe.yaml",
+    "plots/loss.png",
+    "plots/accuracy.png",
+    "plots/confusion_matrix.png",
+]
 
 
 def lorafit(*args):
@@ -22,10 +34,20 @@ def lorafit(*args):
 @pytest.fixture(scope="module")
 def tiny_run(tiny_roberta, agnews_csv, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    out = lorafit("train", RECIPES / "agnews-report-b.yaml", f"model.name={tiny_roberta}",
-                  f"data.train={agnews_csv}", "data.limit=240", "data.validation_size=64", "data.max_length=64",
-                  "training.epochs=2", "training.batch_size=16", "training.learning_rate=1e-3",
-                  "--output-dir", run_dir)
+    out = lorafit(
+        "train",
+        RECIPES / "agnews-report-b.yaml",
+        f"model.name={tiny_roberta}",
+        f"data.train={agnews_csv}",
+        "data.limit=240",
+        "data.validation_size=64",
+        "data.max_length=64",
+        "training.epochs=2",
+        "training.batch_size=16",
+        "training.learning_rate=1e-3",
+        "--output-dir",
+        run_dir,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return run_dir, out
 
@@ -123,8 +145,7 @@ def test_predict_writes_submission_in_input_order(tiny_run, agnews_rows, tmp_pat
     assert submission.Label.tolist() == expected.tolist()
 
 
-def test_predict_and_evaluate_read_the_runs_data_format_and_parse_the_recipe_once(tiny_run, agnews_rows,
-                                                                                 tmp_path):
+def test_predict_and_evaluate_read_the_runs_data_format_and_parse_the_recipe_once(tiny_run, agnews_rows, tmp_path):
     from lorafit.inference import evaluate_file, load_run, predict_file
 
     run = load_run(tiny_run[0], precision="fp32")
@@ -161,7 +182,15 @@ def test_classify_json_gives_label_and_probabilities(tiny_run):
 
 
 def test_train_refuses_to_start_over_budget_before_loading_weights(tiny_roberta, agnews_csv, tmp_path):
-    out = lorafit("train", RECIPES / "quickstart.yaml", f"model.name={tiny_roberta}", f"data.train={agnews_csv}",
-                  "data.limit=100", "budget.max_trainable=1000", "--output-dir", tmp_path / "run")
+    out = lorafit(
+        "train",
+        RECIPES / "quickstart.yaml",
+        f"model.name={tiny_roberta}",
+        f"data.train={agnews_csv}",
+        "data.limit=100",
+        "budget.max_trainable=1000",
+        "--output-dir",
+        tmp_path / "run",
+    )
     assert out.returncode == 2 and "exceed budget.max_trainable=1,000" in out.stderr
     assert not (tmp_path / "run").exists()

@@ -5,13 +5,12 @@ import sys
 
 import pytest
 import torch
+from conftest import RECIPES
 
 from lorafit.budget import fill_budget, plan, with_ranks
 from lorafit.config import load_recipe
 from lorafit.errors import LorafitError
 from lorafit.model import build_lora_model
-
-from conftest import RECIPES
 
 HIDDEN, LABELS = 768, 4
 REPORT_A_MODULES = 36  # query, key, value of 12 layers, each 768 -> 768
@@ -52,8 +51,21 @@ def test_fill_budget_says_when_even_rank_one_does_not_fit(roberta_dir):
 
 def test_apply_writes_a_recipe_that_plans_to_the_option(roberta_dir, tmp_path):
     out = tmp_path / "filled.yaml"
-    command = [sys.executable, "-m", "lorafit", "plan", RECIPES / "agnews-report-a.yaml", "--fill-budget",
-               "500000", f"model.name={roberta_dir}", "model.head=linear", "--option", "per-layer", "--apply", out]
+    command = [
+        sys.executable,
+        "-m",
+        "lorafit",
+        "plan",
+        RECIPES / "agnews-report-a.yaml",
+        "--fill-budget",
+        "500000",
+        f"model.name={roberta_dir}",
+        "model.head=linear",
+        "--option",
+        "per-layer",
+        "--apply",
+        out,
+    ]
     result = subprocess.run(list(map(str, command)), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     written = plan(load_recipe(out))
@@ -63,11 +75,14 @@ def test_apply_writes_a_recipe_that_plans_to_the_option(roberta_dir, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
-@pytest.mark.parametrize("head, expected_head, extra_lora", [
-    ("default", HIDDEN * HIDDEN + HIDDEN + HIDDEN * LABELS + LABELS, 0),  # dense + out_proj: 593,668
-    ("linear", HIDDEN * LABELS + LABELS, 0),                               # one linear layer: 3,076
-    ("lora-dense", HIDDEN * LABELS + LABELS, 7 * 2 * HIDDEN),              # out_proj + LoRA r=7 on the dense
-])
+@pytest.mark.parametrize(
+    "head, expected_head, extra_lora",
+    [
+        ("default", HIDDEN * HIDDEN + HIDDEN + HIDDEN * LABELS + LABELS, 0),  # dense + out_proj: 593,668
+        ("linear", HIDDEN * LABELS + LABELS, 0),  # one linear layer: 3,076
+        ("lora-dense", HIDDEN * LABELS + LABELS, 7 * 2 * HIDDEN),  # out_proj + LoRA r=7 on the dense
+    ],
+)
 def test_head_choices_are_counted_exactly(roberta_dir, head, expected_head, extra_lora):
     result = plan(recipe_a(roberta_dir, f"model.head={head}"))
     assert result.head == expected_head
@@ -77,9 +92,10 @@ def test_head_choices_are_counted_exactly(roberta_dir, head, expected_head, extr
 
 def test_bert_heads_use_the_first_token_or_adapt_the_pooler(minilm_dir):
     recipe = load_recipe(RECIPES / "quickstart.yaml", [f"model.name={minilm_dir}"])
-    default, linear, lora_dense = (plan(load_recipe(RECIPES / "quickstart.yaml", [f"model.name={minilm_dir}",
-                                                                                   f"model.head={h}"]))
-                                   for h in ("default", "linear", "lora-dense"))
+    default, linear, lora_dense = (
+        plan(load_recipe(RECIPES / "quickstart.yaml", [f"model.name={minilm_dir}", f"model.head={h}"]))
+        for h in ("default", "linear", "lora-dense")
+    )
     assert default.head == linear.head == 384 * 4 + 4
     assert lora_dense.lora - default.lora == recipe.lora.r * 2 * 384  # LoRA on the pooler's dense layer
     assert linear.total < default.total  # the pooler is gone
@@ -91,14 +107,17 @@ def test_mean_head_averages_real_tokens_only(model_fixture, request):
 
     folder = request.getfixturevalue(model_fixture)
     recipe = load_recipe(RECIPES / "quickstart.yaml", [f"model.name={folder}", "model.head=mean"])
-    assert plan(recipe).head == plan(load_recipe(RECIPES / "quickstart.yaml",
-                                                 [f"model.name={folder}", "model.head=linear"])).head
+    assert (
+        plan(recipe).head
+        == plan(load_recipe(RECIPES / "quickstart.yaml", [f"model.name={folder}", "model.head=linear"])).head
+    )
     torch.manual_seed(0)
     model = build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     short = "Stocks rise."
-    batch = tokenizer([short, "A much longer headline about a football match played in the rain."],
-                      padding=True, return_tensors="pt")
+    batch = tokenizer(
+        [short, "A much longer headline about a football match played in the rain."], padding=True, return_tensors="pt"
+    )
     alone = tokenizer([short], return_tensors="pt")
     with torch.no_grad():
         padded_logits = model(**batch).logits[0]
@@ -117,11 +136,13 @@ def test_dora_adds_one_magnitude_per_output_feature(roberta_dir):
 
 
 def test_rslora_scales_by_the_square_root_of_rank(tiny_roberta):
-    recipe = load_recipe(RECIPES / "agnews-report-a.yaml", [f"model.name={tiny_roberta}", "lora.use_rslora=true",
-                                                            "lora.r=4", "lora.lora_alpha=8"])
+    recipe = load_recipe(
+        RECIPES / "agnews-report-a.yaml",
+        [f"model.name={tiny_roberta}", "lora.use_rslora=true", "lora.r=4", "lora.lora_alpha=8"],
+    )
     model = build_lora_model(recipe.model, recipe.lora, ["a", "b"], weights=False)
     query = model.base_model.model.roberta.encoder.layer[0].attention.self.query
-    assert query.scaling["default"] == pytest.approx(8 / 4 ** 0.5)
+    assert query.scaling["default"] == pytest.approx(8 / 4**0.5)
 
 
 def test_rank_pattern_sets_ranks_per_module(roberta_dir):
@@ -137,8 +158,9 @@ def test_adalora_is_counted_at_its_initial_rank(roberta_dir):
 
 
 def test_orthogonal_init_starts_away_from_the_base_model(tiny_roberta):
-    recipe = load_recipe(RECIPES / "agnews-report-a.yaml", [f"model.name={tiny_roberta}", "lora.init=orthogonal",
-                                                            "lora.r=4"])
+    recipe = load_recipe(
+        RECIPES / "agnews-report-a.yaml", [f"model.name={tiny_roberta}", "lora.init=orthogonal", "lora.r=4"]
+    )
     torch.manual_seed(0)
     model = build_lora_model(recipe.model, recipe.lora, ["a", "b"])
     query = model.base_model.model.roberta.encoder.layer[0].attention.self.query

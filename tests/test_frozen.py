@@ -6,25 +6,26 @@ import json
 
 import pytest
 import torch
+from conftest import RECIPES
 
 from lorafit import frozen
 from lorafit.budget import format_plan, plan
 from lorafit.cli import main
 from lorafit.config import load_recipe, recipe_from_dict
 from lorafit.data import Examples, tokenize
-from lorafit.frozen import (FrozenStatesDataset, collate_states, first_trained_layer, frozen_states,
-                            skip_frozen_layers)
+from lorafit.frozen import FrozenStatesDataset, collate_states, first_trained_layer, frozen_states, skip_frozen_layers
 from lorafit.model import build_lora_model, load_tokenizer
-
-from conftest import RECIPES
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
 
 def lora_on_top(model_name, top_layers, head="default"):
-    recipe = recipe_from_dict({"model": {"name": str(model_name), "head": head},
-                               "lora": {"r": 4, "targets": [{"modules": ["query", "value"], "layers": top_layers}],
-                                        "init": "gaussian"}})  # B != 0: the adapter changes the logits
+    recipe = recipe_from_dict(
+        {
+            "model": {"name": str(model_name), "head": head},
+            "lora": {"r": 4, "targets": [{"modules": ["query", "value"], "layers": top_layers}], "init": "gaussian"},
+        }
+    )  # B != 0: the adapter changes the logits
     torch.manual_seed(0)
     model = build_lora_model(recipe.model, recipe.lora, LABELS).eval()
     return model, load_tokenizer(recipe.model)
@@ -35,9 +36,10 @@ def examples(rows, n=12):
     return Examples(rows.text.tolist(), rows.label.tolist(), LABELS)
 
 
-@pytest.mark.parametrize("encoder,top,head", [("tiny_roberta", [10, 11], "default"),
-                                              ("minilm_dir", [4, 5], "mean"),
-                                              ("mpnet_dir", [11], "mean")])
+@pytest.mark.parametrize(
+    "encoder,top,head",
+    [("tiny_roberta", [10, 11], "default"), ("minilm_dir", [4, 5], "mean"), ("mpnet_dir", [11], "mean")],
+)
 def test_stored_states_give_the_same_logits_and_loss(encoder, top, head, request, agnews_rows):
     model, tokenizer = lora_on_top(request.getfixturevalue(encoder), top, head)
     layer = first_trained_layer(model)
@@ -46,16 +48,18 @@ def test_stored_states_give_the_same_logits_and_loss(encoder, top, head, request
     states = frozen_states(model, tokenized, layer, identity=f"test {encoder}")
     batch = collate_states([FrozenStatesDataset(tokenized, states)[i] for i in range(len(tokenized))])
     with torch.no_grad():
-        full = model(**tokenizer.pad({"input_ids": tokenized["input_ids"]}, return_tensors="pt"),
-                     labels=batch["labels"])
+        full = model(
+            **tokenizer.pad({"input_ids": tokenized["input_ids"]}, return_tensors="pt"), labels=batch["labels"]
+        )
         with skip_frozen_layers(model, layer):
             cached = model(**batch)
     assert torch.allclose(cached.logits, full.logits, atol=2e-3, rtol=1e-3), (cached.logits - full.logits).abs().max()
     assert abs(cached.loss.item() - full.loss.item()) < 1e-3
     assert cached.logits.std() > 1e-3  # the logits differ across texts: the comparison is not vacuous
     with torch.no_grad():  # restored afterwards: the model runs every layer again
-        assert torch.equal(model(**tokenizer.pad({"input_ids": tokenized["input_ids"]}, return_tensors="pt")).logits,
-                           full.logits)
+        assert torch.equal(
+            model(**tokenizer.pad({"input_ids": tokenized["input_ids"]}, return_tensors="pt")).logits, full.logits
+        )
 
 
 def test_states_are_stored_once_under_a_key_of_model_layer_and_tokens(tiny_roberta, agnews_rows, monkeypatch):
@@ -67,19 +71,30 @@ def test_states_are_stored_once_under_a_key_of_model_layer_and_tokens(tiny_rober
     monkeypatch.setattr(frozen, "_compute", lambda *a: computed.append(a) or original(*a))
     again = frozen_states(model, tokenize(texts, tokenizer, 64), 10, identity="model A")
     assert again.folder == first.folder and computed == []
-    others = [frozen_states(model, tokenize(texts, tokenizer, 64), 9, identity="model A"),
-              frozen_states(model, tokenize(texts, tokenizer, 64), 10, identity="model B"),
-              frozen_states(model, tokenize(texts, tokenizer, 16), 10, identity="model A"),
-              frozen_states(model, tokenize(examples(agnews_rows, 13), tokenizer, 64), 10, identity="model A")]
+    others = [
+        frozen_states(model, tokenize(texts, tokenizer, 64), 9, identity="model A"),
+        frozen_states(model, tokenize(texts, tokenizer, 64), 10, identity="model B"),
+        frozen_states(model, tokenize(texts, tokenizer, 16), 10, identity="model A"),
+        frozen_states(model, tokenize(examples(agnews_rows, 13), tokenizer, 64), 10, identity="model A"),
+    ]
     assert len(computed) == 4 and len({s.folder for s in [first, *others]}) == 5
     assert first.dtype == "float16"
-    assert [len(first[i]) for i in range(len(first))] == [len(ids) for ids in tokenize(texts, tokenizer, 64)["input_ids"]]
+    assert [len(first[i]) for i in range(len(first))] == [
+        len(ids) for ids in tokenize(texts, tokenizer, 64)["input_ids"]
+    ]
 
 
 def test_plan_says_whether_and_from_which_layer_a_recipe_reuses(roberta_dir):
-    on = plan(load_recipe(RECIPES / "agnews-report-b.yaml", [f"model.name={roberta_dir}",
-                                                               "lora.targets=[{modules: [query], layers: [10, 11]}]",
-                                                               "training.reuse_frozen_layers=true"]))
+    on = plan(
+        load_recipe(
+            RECIPES / "agnews-report-b.yaml",
+            [
+                f"model.name={roberta_dir}",
+                "lora.targets=[{modules: [query], layers: [10, 11]}]",
+                "training.reuse_frozen_layers=true",
+            ],
+        )
+    )
     assert on.frozen_below == 10
     assert "frozen     layers 0-9 train nothing: computed once and reused (on)" in format_plan(on)
     off = plan(load_recipe(RECIPES / "agnews-report-b.yaml", [f"model.name={roberta_dir}"]))
@@ -90,15 +105,22 @@ def test_plan_says_whether_and_from_which_layer_a_recipe_reuses(roberta_dir):
 def test_a_reused_run_reaches_the_accuracy_of_a_full_run(minilm_dir, agnews_csv, tmp_path):
     """The real MiniLM encoder, LoRA on its top two layers, no dropout anywhere: with the stored
     states the run learns the same thing (float16 storage is the only difference)."""
-    common = [str(RECIPES / "quickstart.yaml"), f"data.train={agnews_csv}", "data.limit=480",
-              "data.validation_size=96", "training.epochs=1", "model.hidden_dropout=0", "model.attention_dropout=0",
-              "lora.lora_dropout=0", "lora.targets=[{modules: [query, value], layers: [4, 5]}]"]
+    common = [
+        str(RECIPES / "quickstart.yaml"),
+        f"data.train={agnews_csv}",
+        "data.limit=480",
+        "data.validation_size=96",
+        "training.epochs=1",
+        "model.hidden_dropout=0",
+        "model.attention_dropout=0",
+        "lora.lora_dropout=0",
+        "lora.targets=[{modules: [query, value], layers: [4, 5]}]",
+    ]
     results = {}
     for reuse in ("true", "false"):
         run = tmp_path / reuse
         assert main(["train", *common, f"training.reuse_frozen_layers={reuse}", "--output-dir", str(run)]) == 0
-        results[reuse] = (json.loads((run / "metrics.json").read_text()),
-                          json.loads((run / "run.json").read_text()))
+        results[reuse] = (json.loads((run / "metrics.json").read_text()), json.loads((run / "run.json").read_text()))
     (reused, reused_info), (full, full_info) = results["true"], results["false"]
     assert reused_info["speed"]["frozen_layers_reused"] == 4 and full_info["speed"]["frozen_layers_reused"] == 0
     assert reused["accuracy"] > 0.5  # it learned: 4 classes
@@ -110,11 +132,22 @@ def test_a_reused_run_reaches_the_accuracy_of_a_full_run(minilm_dir, agnews_csv,
 def test_search_trials_share_one_store_of_frozen_states(tiny_roberta, agnews_csv, tmp_path, monkeypatch):
     from lorafit.search import run_search
 
-    recipe = load_recipe(RECIPES / "quickstart.yaml", [
-        f"model.name={tiny_roberta}", f"data.train={agnews_csv}", "data.limit=160", "data.validation_size=48",
-        "data.max_length=48", "training.epochs=1", "training.reuse_frozen_layers=true",
-        "lora.targets=[{modules: [query, value], layers: [11]}]", "search.fill_budget=false", "search.prune=false",
-        "search.space={training.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}}"])
+    recipe = load_recipe(
+        RECIPES / "quickstart.yaml",
+        [
+            f"model.name={tiny_roberta}",
+            f"data.train={agnews_csv}",
+            "data.limit=160",
+            "data.validation_size=48",
+            "data.max_length=48",
+            "training.epochs=1",
+            "training.reuse_frozen_layers=true",
+            "lora.targets=[{modules: [query, value], layers: [11]}]",
+            "search.fill_budget=false",
+            "search.prune=false",
+            "search.space={training.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}}",
+        ],
+    )
     computed = []
     original = frozen._compute
     monkeypatch.setattr(frozen, "_compute", lambda *a: computed.append(a[2]) or original(*a))

@@ -56,9 +56,16 @@ def test_csv_rows_load_exactly_or_raise_lorafit_error(rows):
 
 
 @FUZZ
-@given(st.lists(st.dictionaries(st.sampled_from(["text", "label", "title", "x"]),
-                                st.one_of(texts, labels, st.floats(allow_nan=True)), max_size=4),
-                max_size=8))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["text", "label", "title", "x"]),
+            st.one_of(texts, labels, st.floats(allow_nan=True)),
+            max_size=4,
+        ),
+        max_size=8,
+    )
+)
 def test_jsonl_records_load_or_raise_lorafit_error(records):
     content = "\n".join(json.dumps(r) for r in records).encode()
     try:
@@ -67,13 +74,35 @@ def test_jsonl_records_load_or_raise_lorafit_error(records):
         pass
 
 
-keys = st.sampled_from(["training.epochs", "training.learning_rate", "lora.r", "lora.targets", "data.max_length",
-                        "model.head", "lora.lora_dropout", "data.validation_size", "budget.max_trainable",
-                        "training.precision", "data.labels", "training", "lora.rank_pattern", "nope.key",
-                        "search.space", "data.length_percentiles", "model"])
-values = st.one_of(st.integers(-5, 5000), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-                   st.lists(st.one_of(st.integers(0, 12), st.text(max_size=6)), max_size=3), st.none(),
-                   st.booleans())
+keys = st.sampled_from(
+    [
+        "training.epochs",
+        "training.learning_rate",
+        "lora.r",
+        "lora.targets",
+        "data.max_length",
+        "model.head",
+        "lora.lora_dropout",
+        "data.validation_size",
+        "budget.max_trainable",
+        "training.precision",
+        "data.labels",
+        "training",
+        "lora.rank_pattern",
+        "nope.key",
+        "search.space",
+        "data.length_percentiles",
+        "model",
+    ]
+)
+values = st.one_of(
+    st.integers(-5, 5000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.one_of(st.integers(0, 12), st.text(max_size=6)), max_size=3),
+    st.none(),
+    st.booleans(),
+)
 
 
 @FUZZ

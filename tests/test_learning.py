@@ -9,9 +9,22 @@ from conftest import RECIPES
 
 def test_minilm_reaches_075_accuracy_after_one_epoch_on_1000_rows(minilm_dir, agnews_csv, tmp_path):
     run_dir = tmp_path / "minilm"
-    out = subprocess.run([sys.executable, "-m", "lorafit", "train", str(RECIPES / "quickstart.yaml"),
-                          f"data.train={agnews_csv}", "data.limit=1200", "training.epochs=1",
-                          "--output-dir", str(run_dir)], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lorafit",
+            "train",
+            str(RECIPES / "quickstart.yaml"),
+            f"data.train={agnews_csv}",
+            "data.limit=1200",
+            "training.epochs=1",
+            "--output-dir",
+            str(run_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["n"] == 180

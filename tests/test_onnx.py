@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import RECIPES
 
 from lorafit import inference
 from lorafit.cli import main
@@ -14,17 +15,30 @@ from lorafit.errors import LorafitError
 from lorafit.inference import load_run, predict_proba
 from lorafit.onnx_engine import OnnxClassifier
 
-from conftest import RECIPES
-
 
 @pytest.fixture(scope="module")
 def minilm_mean_run(minilm_dir, agnews_csv, tmp_path_factory):
     """The real MiniLM, mean head (its pooling takes the attention mask), LoRA on the top two layers."""
     run_dir = tmp_path_factory.mktemp("onnx") / "run"
-    assert main(["train", str(RECIPES / "quickstart.yaml"), f"data.train={agnews_csv}", "data.limit=1600",
-                 "data.validation_size=96", "data.max_length=64", "training.epochs=2", "model.head=mean",
-                 "lora.targets=[{modules: [query, key, value, attention_output], layers: [3, 4, 5]}]",
-                 "training.reuse_frozen_layers=true", "--output-dir", str(run_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(RECIPES / "quickstart.yaml"),
+                f"data.train={agnews_csv}",
+                "data.limit=1600",
+                "data.validation_size=96",
+                "data.max_length=64",
+                "training.epochs=2",
+                "model.head=mean",
+                "lora.targets=[{modules: [query, key, value, attention_output], layers: [3, 4, 5]}]",
+                "training.reuse_frozen_layers=true",
+                "--output-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -41,8 +55,10 @@ def test_onnxruntime_paths_agree_with_pytorch_fp32_on_2000_rows(minilm_mean_run,
         run = load_run(minilm_mean_run, precision=path)
         assert isinstance(run.model, OnnxClassifier) and run.path == path
         got = predict_proba(run, texts)
-        print(f"{path}: agreement with PyTorch fp32 {(got.argmax(-1) == reference.argmax(-1)).mean():.4f}, "
-              f"accuracy {(got.argmax(-1) == labels).mean():.4f} against {accuracy:.4f}")
+        print(
+            f"{path}: agreement with PyTorch fp32 {(got.argmax(-1) == reference.argmax(-1)).mean():.4f}, "
+            f"accuracy {(got.argmax(-1) == labels).mean():.4f} against {accuracy:.4f}"
+        )
         assert np.abs(got - reference).max() < tolerance, path
         assert (got.argmax(-1) == reference.argmax(-1)).mean() >= agree, path
         assert abs((got.argmax(-1) == labels).mean() - accuracy) <= change, path
@@ -61,11 +77,34 @@ def test_the_graph_is_exported_once_then_read_from_the_cache(minilm_mean_run, mo
 
 def test_onnxruntime_paths_on_the_command_line(minilm_mean_run, agnews_rows, tmp_path, capsys):
     agnews_rows.head(64).to_csv(tmp_path / "heldout.csv", index=False)
-    assert main(["evaluate", str(minilm_mean_run), "--data", str(tmp_path / "heldout.csv"), "--precision",
-                 "ort-fp32", "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(minilm_mean_run),
+                "--data",
+                str(tmp_path / "heldout.csv"),
+                "--precision",
+                "ort-fp32",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["n"] == 64
-    assert main(["classify", str(minilm_mean_run), "--precision", "ort-int8", "--json",
-                 "Yankees rally in the ninth to beat the Red Sox"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                str(minilm_mean_run),
+                "--precision",
+                "ort-int8",
+                "--json",
+                "Yankees rally in the ninth to beat the Red Sox",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)[0]["label"] in {"World", "Sports", "Business", "Sci/Tech"}
 
 

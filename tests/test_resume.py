@@ -9,18 +9,32 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import RECIPES
 
 from lorafit.resume import RECIPE_YAML, newest_checkpoint
 from lorafit.rundir import is_complete
 
-from conftest import RECIPES
-
 
 def command(run_dir, tiny_roberta, agnews_csv, *extra):
-    return [sys.executable, "-m", "lorafit", "train", str(RECIPES / "agnews-report-b.yaml"),
-            f"model.name={tiny_roberta}", f"data.train={agnews_csv}", "data.limit=700", "data.validation_size=64",
-            "data.max_length=48", "training.epochs=2", "training.batch_size=16", "training.learning_rate=1e-3",
-            "training.checkpoint_steps=4", *extra, "--output-dir", str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "lorafit",
+        "train",
+        str(RECIPES / "agnews-report-b.yaml"),
+        f"model.name={tiny_roberta}",
+        f"data.train={agnews_csv}",
+        "data.limit=700",
+        "data.validation_size=64",
+        "data.max_length=48",
+        "training.epochs=2",
+        "training.batch_size=16",
+        "training.learning_rate=1e-3",
+        "training.checkpoint_steps=4",
+        *extra,
+        "--output-dir",
+        str(run_dir),
+    ]
 
 
 def lorafit(*args):
@@ -72,12 +86,14 @@ def test_killed_run_resumes_to_the_same_metrics(uninterrupted, tiny_roberta, agn
     ours, theirs = (pd.read_csv(d / "history.csv") for d in (run_dir, uninterrupted))
     columns = ["epoch", "eval_loss", "eval_accuracy", "eval_f1", "learning_rate"]
     assert ours[columns].equals(theirs[columns])
-    assert (run_dir / "adapter_model.safetensors").read_bytes() == \
-        (uninterrupted / "adapter_model.safetensors").read_bytes()
+    assert (run_dir / "adapter_model.safetensors").read_bytes() == (
+        uninterrupted / "adapter_model.safetensors"
+    ).read_bytes()
 
 
-def test_same_recipe_and_seed_give_identical_metrics_and_adapter_bytes(uninterrupted, tiny_roberta, agnews_csv,
-                                                                       tmp_path):
+def test_same_recipe_and_seed_give_identical_metrics_and_adapter_bytes(
+    uninterrupted, tiny_roberta, agnews_csv, tmp_path
+):
     run_dir = tmp_path / "again"
     out = subprocess.run(command(run_dir, tiny_roberta, agnews_csv), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]

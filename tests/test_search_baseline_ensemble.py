@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import RECIPES
 
 from lorafit.budget import plan
 from lorafit.config import load_recipe, recipe_from_dict
@@ -16,17 +17,27 @@ from lorafit.data import prepare_splits
 from lorafit.errors import LorafitError
 from lorafit.inference import ensemble_proba, load_run, load_runs, predict_proba
 
-from conftest import RECIPES
-
 
 def lorafit(*args):
     return subprocess.run([sys.executable, "-m", "lorafit", *map(str, args)], capture_output=True, text=True)
 
 
 def tiny_train(run_dir, tiny_roberta, agnews_csv, *overrides):
-    out = lorafit("train", RECIPES / "agnews-report-b.yaml", f"model.name={tiny_roberta}", f"data.train={agnews_csv}",
-                  "data.limit=200", "data.validation_size=64", "data.max_length=48", "training.epochs=1",
-                  "training.batch_size=16", "training.learning_rate=1e-3", *overrides, "--output-dir", run_dir)
+    out = lorafit(
+        "train",
+        RECIPES / "agnews-report-b.yaml",
+        f"model.name={tiny_roberta}",
+        f"data.train={agnews_csv}",
+        "data.limit=200",
+        "data.validation_size=64",
+        "data.max_length=48",
+        "training.epochs=1",
+        "training.batch_size=16",
+        "training.learning_rate=1e-3",
+        *overrides,
+        "--output-dir",
+        run_dir,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return run_dir
 
@@ -118,8 +129,16 @@ def test_tfidf_baseline_learns_ag_news(agnews_csv, classifier):
 
 
 def test_adalora_trains_and_prunes_ranks(tiny_roberta, agnews_csv, tmp_path):
-    run_dir = tiny_train(tmp_path / "adalora", tiny_roberta, agnews_csv, "lora.variant=adalora", "lora.r=8",
-                         "lora.adalora_target_r=2", "lora.targets=[query, value]", "training.epochs=2")
+    run_dir = tiny_train(
+        tmp_path / "adalora",
+        tiny_roberta,
+        agnews_csv,
+        "lora.variant=adalora",
+        "lora.r=8",
+        "lora.adalora_target_r=2",
+        "lora.targets=[query, value]",
+        "training.epochs=2",
+    )
     config = json.loads((run_dir / "adapter_config.json").read_text())
     assert config["peft_type"] == "ADALORA" and config["init_r"] == 8
     ranks = config["rank_pattern"]  # written by AdaLoRA once it has pruned: the ranks left per module
@@ -128,8 +147,14 @@ def test_adalora_trains_and_prunes_ranks(tiny_roberta, agnews_csv, tmp_path):
 
 
 def test_early_stopping_stops_after_patience_epochs_without_a_better_accuracy(tiny_roberta, agnews_csv, tmp_path):
-    run_dir = tiny_train(tmp_path / "early", tiny_roberta, agnews_csv, "training.epochs=6",
-                         "training.learning_rate=1e-6", "training.early_stopping_patience=1")
+    run_dir = tiny_train(
+        tmp_path / "early",
+        tiny_roberta,
+        agnews_csv,
+        "training.epochs=6",
+        "training.learning_rate=1e-6",
+        "training.early_stopping_patience=1",
+    )
     history = pd.read_csv(run_dir / "history.csv")
     scores = history.eval_accuracy.tolist()
     assert len(scores) < 6  # stopped early

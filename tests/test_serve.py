@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from lorafit.inference import ensemble_proba, load_runs
 from lorafit.serve import Limits, create_app
 
-
 LIMITS = Limits(max_texts=4, max_chars=300, max_wait_ms=20)
 
 
@@ -65,15 +64,18 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows(runs, agnews_r
     assert app.state.batcher.batches < len(texts)  # requests were answered from shared forward passes
 
 
-@pytest.mark.parametrize("body, status, fragment", [
-    ({"texts": ["a"] * 5}, 413, "max_texts=4"),
-    ({"texts": ["x" * 301]}, 413, "max_chars=300"),
-    ({"texts": []}, 400, "max_texts=4"),
-    ({"texts": ["  "]}, 400, "texts[0] is empty"),
-    ({"texts": "just a string"}, 422, "texts"),
-    ({"text": ["a"]}, 422, "texts"),
-    ({"texts": [1, 2]}, 422, "texts.0"),
-])
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"texts": ["a"] * 5}, 413, "max_texts=4"),
+        ({"texts": ["x" * 301]}, 413, "max_chars=300"),
+        ({"texts": []}, 400, "max_texts=4"),
+        ({"texts": ["  "]}, 400, "texts[0] is empty"),
+        ({"texts": "just a string"}, 422, "texts"),
+        ({"text": ["a"]}, 422, "texts"),
+        ({"texts": [1, 2]}, 422, "texts.0"),
+    ],
+)
 def test_bad_requests_get_a_json_error_naming_the_limit(client, body, status, fragment):
     reply = client.post("/v1/classify", json=body)
     assert reply.status_code == status

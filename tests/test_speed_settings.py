@@ -1,14 +1,13 @@
 """The fast defaults: per-batch padding, length-grouped batches, bf16 where supported, a tokenization cache."""
 
 import pytest
+from conftest import RECIPES
 
 from lorafit.config import DataConfig, ModelConfig, load_recipe
 from lorafit.data import cache_root, load_examples, tokenize
 from lorafit.device import bf16_supported, use_bf16
 from lorafit.model import load_tokenizer
 from lorafit.train import speed_settings, training_arguments
-
-from conftest import RECIPES
 
 
 class CountingTokenizer:
@@ -60,8 +59,10 @@ def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path
     args = training_arguments(recipe, tmp_path, speed)
     assert args.train_sampling_strategy == "group_by_length"
     assert args.bf16 == bf16_supported()
-    reports = load_recipe(RECIPES / "quickstart.yaml", ["training.group_by_length=false",
-                                                        "training.precision=fp32", "data.pad_to_max_length=true"])
+    reports = load_recipe(
+        RECIPES / "quickstart.yaml",
+        ["training.group_by_length=false", "training.precision=fp32", "data.pad_to_max_length=true"],
+    )
     slow = speed_settings(reports)
     assert not (slow["group_by_length"] or slow["bf16"] or slow["dynamic_padding"])
     assert training_arguments(reports, tmp_path, slow).train_sampling_strategy == "random"

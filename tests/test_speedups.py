@@ -39,13 +39,16 @@ def test_gradient_flows_only_through_kept_elements():
 @pytest.fixture(scope="module")
 def tiny_lora_model(tiny_roberta):
     torch.manual_seed(0)
-    return build_lora_model(ModelConfig(name=str(tiny_roberta)), LoraSettings(targets=["query", "value"], r=4),
-                            ["a", "b", "c", "d"])
+    return build_lora_model(
+        ModelConfig(name=str(tiny_roberta)), LoraSettings(targets=["query", "value"], r=4), ["a", "b", "c", "d"]
+    )
 
 
 def test_installed_model_swaps_every_dropout_and_predicts_the_same(tiny_lora_model):
-    inputs = {"input_ids": torch.tensor([[0, 713, 16, 10, 1296, 2], [0, 713, 2, 1, 1, 1]]),
-              "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])}
+    inputs = {
+        "input_ids": torch.tensor([[0, 713, 16, 10, 1296, 2], [0, 713, 2, 1, 1, 1]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]),
+    }
     before = tiny_lora_model.eval()(**inputs).logits
     stock = sum(type(m) is torch.nn.Dropout for m in tiny_lora_model.modules())
     assert install_cpu_dropout(tiny_lora_model) == stock > 0
@@ -73,8 +76,9 @@ def test_training_attention_equals_sdpa_when_nothing_is_dropped(mask_kind):
 
 def test_frozen_linears_in_bf16_give_the_autocast_result(tiny_roberta):
     torch.manual_seed(0)
-    model = build_lora_model(ModelConfig(name=str(tiny_roberta)), LoraSettings(targets=["query", "value"], r=4),
-                             ["a", "b"]).eval()
+    model = build_lora_model(
+        ModelConfig(name=str(tiny_roberta)), LoraSettings(targets=["query", "value"], r=4), ["a", "b"]
+    ).eval()
     inputs = {"input_ids": torch.tensor([[0, 713, 16, 10, 1296, 2]])}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         before = model(**inputs).logits.float()

@@ -7,7 +7,8 @@ import logging as _logging
 # PEFT imports bitsandbytes whenever it is installed; on CPUs with AVX-512 BF16 bitsandbytes then
 # warns that it could not fetch an optional kernel from the hub. Only that message is dropped.
 _logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
-    lambda record: "gemm_4bit_forward from kernels-community" not in record.getMessage())
+    lambda record: "gemm_4bit_forward from kernels-community" not in record.getMessage()
+)
 
 from .config import load_recipe  # noqa: E402,F401
 from .errors import LorafitError  # noqa: E402,F401

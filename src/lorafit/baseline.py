@@ -7,7 +7,6 @@ import time
 
 from .config import Recipe
 
-
 CLASSIFIERS = ("logistic-regression", "linear-svm")
 
 
@@ -43,5 +42,9 @@ def run_baseline(recipe: Recipe, classifier: str = "logistic-regression") -> dic
     pipeline = tfidf_pipeline(recipe.data.seed, classifier).fit(splits.train.texts, splits.train.labels)
     predictions = pipeline.predict(splits.validation.texts)
     metrics = classification_metrics(splits.validation.labels, predictions, splits.info["label_names"])
-    return {**metrics, "model": f"tfidf-{classifier}", "train_rows": len(splits.train),
-            "seconds": round(time.time() - started, 1)}
+    return {
+        **metrics,
+        "model": f"tfidf-{classifier}",
+        "train_rows": len(splits.train),
+        "seconds": round(time.time() - started, 1),
+    }

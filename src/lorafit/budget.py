@@ -36,9 +36,11 @@ class Plan:
 
     def check(self) -> None:
         if not self.fits:
-            raise LorafitError(f"{self.trainable:,} trainable parameters exceed budget.max_trainable="
-                               f"{self.budget:,} by {self.trainable - self.budget:,}; lower lora.r or drop targets "
-                               "(see `lorafit plan`)")
+            raise LorafitError(
+                f"{self.trainable:,} trainable parameters exceed budget.max_trainable="
+                f"{self.budget:,} by {self.trainable - self.budget:,}; lower lora.r or drop targets "
+                "(see `lorafit plan`)"
+            )
 
 
 def label_names_for_plan(recipe: Recipe) -> list[str]:
@@ -49,8 +51,9 @@ def label_names_for_plan(recipe: Recipe) -> list[str]:
 
     if is_local_file(recipe.data.train):
         return load_examples(recipe.data).label_names
-    raise LorafitError("set data.labels (the label names) so the head can be sized without downloading "
-                       f"'{recipe.data.train}'")
+    raise LorafitError(
+        f"set data.labels (the label names) so the head can be sized without downloading '{recipe.data.train}'"
+    )
 
 
 def plan(recipe: Recipe, label_names: list[str] | None = None) -> Plan:
@@ -87,11 +90,20 @@ def plan(recipe: Recipe, label_names: list[str] | None = None) -> Plan:
             other_modules[path.rsplit(".", 1)[0]] += n
     from .frozen import first_trained_layer
 
-    return Plan(model=recipe.model.name, trainable=trainable, total=total, budget=recipe.budget.max_trainable,
-                frozen_below=first_trained_layer(model), reuse_frozen_layers=recipe.training.reuse_frozen_layers,
-                **counts, lora_by_target={k: dict(v) for k, v in by_target.items()},
-                lora_outside_layers=dict(outside), lora_modules=dict(lora_modules), head_modules=dict(head_modules),
-                other_modules=dict(other_modules))
+    return Plan(
+        model=recipe.model.name,
+        trainable=trainable,
+        total=total,
+        budget=recipe.budget.max_trainable,
+        frozen_below=first_trained_layer(model),
+        reuse_frozen_layers=recipe.training.reuse_frozen_layers,
+        **counts,
+        lora_by_target={k: dict(v) for k, v in by_target.items()},
+        lora_outside_layers=dict(outside),
+        lora_modules=dict(lora_modules),
+        head_modules=dict(head_modules),
+        other_modules=dict(other_modules),
+    )
 
 
 def format_plan(p: Plan) -> str:
@@ -113,8 +125,10 @@ def format_plan(p: Plan) -> str:
     else:
         lines.append("frozen     layer 0 trains: no frozen layers to reuse")
     share = 100 * p.trainable / p.total if p.total else 0
-    lines += [f"trainable  {p.trainable:,} of {p.total:,} ({share:.2f}%)",
-              f"budget     {p.budget:,}: " + ("fits" if p.fits else f"EXCEEDED by {p.trainable - p.budget:,}")]
+    lines += [
+        f"trainable  {p.trainable:,} of {p.total:,} ({share:.2f}%)",
+        f"budget     {p.budget:,}: " + ("fits" if p.fits else f"EXCEEDED by {p.trainable - p.budget:,}"),
+    ]
     return "\n".join(lines)
 
 
@@ -133,6 +147,7 @@ def _spans(indices: list[int]) -> str:
 @dataclass
 class RankOption:
     """One way to spend the budget on LoRA ranks: r everywhere, except where rank_pattern says."""
+
     name: str
     summary: str
     r: int
@@ -151,18 +166,35 @@ def fill_budget(recipe: Recipe, budget: int | None = None, label_names: list[str
     fixed = one.trainable - sum(per_rank.values())  # head, biases, DoRA magnitudes: independent of rank
     uniform = (budget - fixed) // sum(per_rank.values())
     if uniform < 1:
-        raise LorafitError(f"even rank 1 on these targets needs {one.trainable:,} trainable parameters, over the "
-                           f"budget of {budget:,}: drop targets or choose a smaller head (model.head)")
+        raise LorafitError(
+            f"even rank 1 on these targets needs {one.trainable:,} trainable parameters, over the "
+            f"budget of {budget:,}: drop targets or choose a smaller head (model.head)"
+        )
     options = [RankOption("uniform", f"r={uniform} on every target", uniform, {}, count(uniform))]
     top_up = _top_up(per_rank, uniform, budget - options[0].trainable)
     if top_up:
-        options.append(RankOption("per-module", f"r={uniform}, r={uniform + 1} on {len(top_up)} module"
-                                  f"{'s' if len(top_up) > 1 else ''} of the top layers", uniform, top_up, count(uniform, top_up)))
+        options.append(
+            RankOption(
+                "per-module",
+                f"r={uniform}, r={uniform + 1} on {len(top_up)} module"
+                f"{'s' if len(top_up) > 1 else ''} of the top layers",
+                uniform,
+                top_up,
+                count(uniform, top_up),
+            )
+        )
     by_layer = _growing_with_depth(per_rank, uniform, budget - fixed)
     if by_layer:
         ranks = sorted(set(by_layer.values()))
-        options.append(RankOption("per-layer", f"r growing with depth, {ranks[0]} to {ranks[-1]}", uniform,
-                                  by_layer, count(uniform, by_layer)))
+        options.append(
+            RankOption(
+                "per-layer",
+                f"r growing with depth, {ranks[0]} to {ranks[-1]}",
+                uniform,
+                by_layer,
+                count(uniform, by_layer),
+            )
+        )
     return [o for o in options if o.trainable <= budget]
 
 
@@ -175,7 +207,7 @@ def pattern_key(module: str) -> str:
     parts = module.split(".")
     for i in range(len(parts) - 1, 0, -1):
         if parts[i].isdigit():
-            return ".".join(parts[i - 1:])
+            return ".".join(parts[i - 1 :])
     return module
 
 

@@ -1,4 +1,5 @@
-"""`lorafit plan | train | search | baseline | evaluate | predict | classify | serve`: parse, call the library, print."""
+"""`lorafit plan | train | search | baseline | evaluate | predict | classify | serve`: parse, call the library,
+print."""
 
 from __future__ import annotations
 
@@ -24,23 +25,41 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     plan.add_argument("recipe")
     plan.add_argument("overrides", nargs="*", metavar="key.sub=value")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
-    plan.add_argument("--fill-budget", nargs="?", type=int, const=0, metavar="N",
-                      help="the largest LoRA ranks that fit N trainable parameters (default: budget.max_trainable)")
-    plan.add_argument("--option", default="uniform", choices=["uniform", "per-module", "per-layer"],
-                      help="with --apply: which --fill-budget option to write")
+    plan.add_argument(
+        "--fill-budget",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="N",
+        help="the largest LoRA ranks that fit N trainable parameters (default: budget.max_trainable)",
+    )
+    plan.add_argument(
+        "--option",
+        default="uniform",
+        choices=["uniform", "per-module", "per-layer"],
+        help="with --apply: which --fill-budget option to write",
+    )
     plan.add_argument("--apply", metavar="NEW_RECIPE", help="with --fill-budget: write the option as a new recipe")
 
     train = commands.add_parser("train", help="train a recipe and write a run directory")
     train.add_argument("recipe")
     train.add_argument("overrides", nargs="*", metavar="key.sub=value")
     train.add_argument("--output-dir", help="run directory (default runs/<recipe name>)")
-    train.add_argument("--resume", nargs="?", const=True, metavar="RUN",
-                       help="continue an interrupted run (default: the recipe's run directory) from its newest "
-                            "complete checkpoint")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="RUN",
+        help="continue an interrupted run (default: the recipe's run directory) from its newest complete checkpoint",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    train.add_argument("--nproc", type=int, default=1,
-                       help="data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs); "
-                            "training.batch_size is per process")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs); "
+        "training.batch_size is per process",
+    )
 
     search = commands.add_parser("search", help="Optuna search over the recipe's search.space, inside the budget")
     search.add_argument("recipe")
@@ -53,16 +72,18 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     baseline.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
     baseline.add_argument("--recipe", help="take the split and columns from this recipe (default: the defaults)")
     baseline.add_argument("--json", action="store_true", help="print one JSON object")
-    baseline.add_argument("--classifier", choices=CLASSIFIERS, default=CLASSIFIERS[0],
-                          help="the linear model on the TF-IDF features")
+    baseline.add_argument(
+        "--classifier", choices=CLASSIFIERS, default=CLASSIFIERS[0], help="the linear model on the TF-IDF features"
+    )
 
     evaluate = _run_command(commands, "evaluate", "metrics of a run on a labelled file", reads_files=True)
     evaluate.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
     evaluate.add_argument("--label-column", help="default: the run's data.label_column")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
-    predict = _run_command(commands, "predict", "write a submission file (ID,Label) for unlabelled texts",
-                           reads_files=True)
+    predict = _run_command(
+        commands, "predict", "write a submission file (ID,Label) for unlabelled texts", reads_files=True
+    )
     predict.add_argument("--input", required=True, help=".csv/.tsv/.jsonl/.parquet (a pickle needs --trust-pickle)")
     predict.add_argument("--output", default="submission.csv")
     predict.add_argument("--probs", action="store_true", help="add a probability column per class")
@@ -72,8 +93,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-texts", type=int, default=64, help="texts per request")
     serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
-    serve.add_argument("--max-wait-ms", type=float, default=5.0,
-                       help="how long a batch waits for more concurrent requests")
+    serve.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more concurrent requests"
+    )
     serve.add_argument("--no-batching", action="store_true", help="one forward pass per request (for comparison)")
 
     classify = _run_command(commands, "classify", "label and probabilities of texts given on the command line")
@@ -86,12 +108,21 @@ def _run_command(commands, name: str, help: str, reads_files: bool = False) -> a
     """A command that loads a finished run directory."""
     command = commands.add_parser(name, help=help)
     command.add_argument("run")
-    command.add_argument("--ensemble", nargs="+", default=[], metavar="RUN",
-                         help="more runs (same labels) whose class probabilities are averaged with RUN's")
-    command.add_argument("--precision", choices=["auto", "bf16", "fp32", "int8", "ort-fp32", "ort-int8"],
-                         default="auto", help="the inference path. auto: the one measured fastest on this kind of "
-                         "CPU (bf16 where the hardware has bf16 units); int8: dynamic int8 linear layers in "
-                         "PyTorch; ort-fp32 / ort-int8: the merged model exported to ONNX, run by onnxruntime")
+    command.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="more runs (same labels) whose class probabilities are averaged with RUN's",
+    )
+    command.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32", "int8", "ort-fp32", "ort-int8"],
+        default="auto",
+        help="the inference path. auto: the one measured fastest on this kind of "
+        "CPU (bf16 where the hardware has bf16 units); int8: dynamic int8 linear layers in "
+        "PyTorch; ort-fp32 / ort-int8: the merged model exported to ONNX, run by onnxruntime",
+    )
     command.add_argument("--int8", action="store_true", help="the same as --precision int8")
     if reads_files:
         command.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
@@ -111,8 +142,10 @@ def cmd_plan(args) -> int:
     result = plan(recipe)
     print(json.dumps(result.to_dict()) if args.json else format_plan(result))
     if not result.fits:
-        print(f"lorafit: error: {result.trainable:,} trainable parameters exceed the budget of {result.budget:,}",
-              file=sys.stderr)
+        print(
+            f"lorafit: error: {result.trainable:,} trainable parameters exceed the budget of {result.budget:,}",
+            file=sys.stderr,
+        )
         return LorafitError.exit_code
     return 0
 
@@ -135,8 +168,11 @@ def _fill_budget(recipe, args) -> int:
             raise LorafitError(f"option '{args.option}' does not fit the budget here; choose one of the table")
         new = with_ranks(recipe, chosen.r, chosen.rank_pattern)
         new = replace(new, budget=replace(new.budget, max_trainable=budget))
-        path = write_recipe(new, args.apply, f"lorafit plan {args.recipe} --fill-budget {budget} "
-                                             f"--option {args.option}: {chosen.trainable:,} trainable")
+        path = write_recipe(
+            new,
+            args.apply,
+            f"lorafit plan {args.recipe} --fill-budget {budget} --option {args.option}: {chosen.trainable:,} trainable",
+        )
         print(f"wrote {path}")
     return 0
 
@@ -149,8 +185,10 @@ def cmd_search(args) -> int:
     for row in result.trials:
         score = f"accuracy {row['accuracy']:.4f}" if "accuracy" in row else row.get("state", "failed")
         print(f"trial {row['trial']:>3}  {score:<16} r={row['lora.r']:<3} {row['trainable']:>9,} trainable")
-    print(f"best validation accuracy {result.best_accuracy:.4f}; recipe written to {result.best_recipe}; "
-          f"table {result.folder / 'trials.csv'}, plot {result.folder / 'trials.png'}")
+    print(
+        f"best validation accuracy {result.best_accuracy:.4f}; recipe written to {result.best_recipe}; "
+        f"table {result.folder / 'trials.csv'}, plot {result.folder / 'trials.png'}"
+    )
     return 0
 
 
@@ -169,8 +207,10 @@ def cmd_baseline(args) -> int:
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(f"{metrics['model']}: validation accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1']:.4f} "
-              f"(n={metrics['n']}, {metrics['train_rows']} training rows, {metrics['seconds']} s)")
+        print(
+            f"{metrics['model']}: validation accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1']:.4f} "
+            f"(n={metrics['n']}, {metrics['train_rows']} training rows, {metrics['seconds']} s)"
+        )
     return 0
 
 
@@ -192,9 +232,11 @@ def cmd_train(args) -> int:
     if not result.wrote_artifacts:  # another rank of a data-parallel run: rank 0 reports
         return 0
     m = result.metrics
-    print(f"run {result.run_dir}: validation accuracy {m['accuracy']:.4f}, weighted F1 {m['f1']:.4f} "
-          f"(n={m['n']}, best epoch {m['best_epoch']}), {result.plan.trainable:,} trainable, "
-          f"{result.wall_seconds / 60:.1f} min")
+    print(
+        f"run {result.run_dir}: validation accuracy {m['accuracy']:.4f}, weighted F1 {m['f1']:.4f} "
+        f"(n={m['n']}, best epoch {m['best_epoch']}), {result.plan.trainable:,} trainable, "
+        f"{result.wall_seconds / 60:.1f} min"
+    )
     return 0
 
 
@@ -209,24 +251,39 @@ def _load(args):
 def cmd_evaluate(args) -> int:
     from .inference import evaluate_file
 
-    metrics = evaluate_file(_load(args), args.data, trust_pickle=args.trust_pickle,
-                            text_columns=args.text_columns, label_column=args.label_column)
+    metrics = evaluate_file(
+        _load(args),
+        args.data,
+        trust_pickle=args.trust_pickle,
+        text_columns=args.text_columns,
+        label_column=args.label_column,
+    )
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(f"n={metrics['n']} accuracy {metrics['accuracy']:.4f}  weighted precision {metrics['precision']:.4f}"
-              f"  recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}")
+        print(
+            f"n={metrics['n']} accuracy {metrics['accuracy']:.4f}  weighted precision {metrics['precision']:.4f}"
+            f"  recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}"
+        )
         for name, scores in metrics["per_class"].items():
-            print(f"  {name:<20} precision {scores['precision']:.4f}  recall {scores['recall']:.4f}  "
-                  f"F1 {scores['f1']:.4f}  support {scores['support']}")
+            print(
+                f"  {name:<20} precision {scores['precision']:.4f}  recall {scores['recall']:.4f}  "
+                f"F1 {scores['f1']:.4f}  support {scores['support']}"
+            )
     return 0
 
 
 def cmd_predict(args) -> int:
     from .inference import predict_file
 
-    path = predict_file(_load(args), args.input, args.output, probs=args.probs,
-                        trust_pickle=args.trust_pickle, text_columns=args.text_columns)
+    path = predict_file(
+        _load(args),
+        args.input,
+        args.output,
+        probs=args.probs,
+        trust_pickle=args.trust_pickle,
+        text_columns=args.text_columns,
+    )
     print(f"wrote {path}")
     return 0
 
@@ -249,13 +306,26 @@ def cmd_serve(args) -> int:
 
     if min(args.max_texts, args.max_chars) < 1 or args.max_wait_ms < 0:
         raise LorafitError("--max-texts and --max-chars must be at least 1, --max-wait-ms at least 0")
-    serve(_load(args), args.host, args.port, Limits(args.max_texts, args.max_chars, args.max_wait_ms),
-          batching=not args.no_batching)
+    serve(
+        _load(args),
+        args.host,
+        args.port,
+        Limits(args.max_texts, args.max_chars, args.max_wait_ms),
+        batching=not args.no_batching,
+    )
     return 0
 
 
-COMMANDS = {"plan": cmd_plan, "train": cmd_train, "search": cmd_search, "baseline": cmd_baseline, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "classify": cmd_classify, "serve": cmd_serve}
+COMMANDS = {
+    "plan": cmd_plan,
+    "train": cmd_train,
+    "search": cmd_search,
+    "baseline": cmd_baseline,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "classify": cmd_classify,
+    "serve": cmd_serve,
+}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -265,7 +335,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     at = next((i for i, arg in enumerate(argv) if arg in commands), None)
     if at is None or any(arg != "--debug" for arg in argv[:at]):
         return parser.parse_args(argv)  # help, or the usage error
-    args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+    args = commands[argv[at]].parse_intermixed_args(argv[at + 1 :])
     args.command, args.debug, args.argv = argv[at], "--debug" in argv[:at], argv
     return args
 

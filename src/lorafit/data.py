@@ -11,7 +11,6 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,15 @@ from .errors import LorafitError
 from .packaged import cache_root
 
 AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
-SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet",
-                  ".pkl": "pickle", ".pickle": "pickle"}
+SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+}
 CLASSIC_AGNEWS = "lorafit_classic_agnews"  # DataFrame.attrs key: read as the headerless "3","title","description"
 _INT = re.compile(r"^\s*[+-]?\d+\s*$")
 
@@ -40,9 +46,10 @@ class Examples:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, indices) -> "Examples":
-        return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices],
-                        self.label_names, self.source)
+    def subset(self, indices) -> Examples:
+        return Examples(
+            [self.texts[i] for i in indices], [self.labels[i] for i in indices], self.label_names, self.source
+        )
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -60,8 +67,9 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
         return fmt
     kind = SUFFIX_FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise LorafitError(f"{path}: unknown file type '{path.suffix}' (use .csv, .tsv, .jsonl, .parquet, "
-                           "or set data.format)")
+        raise LorafitError(
+            f"{path}: unknown file type '{path.suffix}' (use .csv, .tsv, .jsonl, .parquet, or set data.format)"
+        )
     if kind == "csv" and _looks_like_headerless_agnews(path):
         return "agnews_csv"
     return kind
@@ -90,11 +98,24 @@ def read_table(path: str | Path, fmt: str = "auto", trust_pickle: bool | None = 
         return _read_pickle(path, trust_pickle)
     try:
         if kind in ("csv", "tsv"):
-            table = pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False,
-                                na_filter=False, encoding="utf-8")
+            table = pd.read_csv(
+                path,
+                sep="," if kind == "csv" else "\t",
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8",
+            )
         elif kind == "agnews_csv":
-            table = pd.read_csv(path, header=None, names=["label", "title", "description"], dtype=str,
-                                keep_default_na=False, na_filter=False, encoding="utf-8")
+            table = pd.read_csv(
+                path,
+                header=None,
+                names=["label", "title", "description"],
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8",
+            )
             table.attrs[CLASSIC_AGNEWS] = True  # decided here, from the file: never again from column names
         elif kind in ("json", "jsonl"):
             table = pd.read_json(path, lines=not (kind == "json" and _starts_with(path, "[")), dtype=False)
@@ -119,11 +140,14 @@ def _starts_with(path: Path, character: str) -> bool:
 
 def _read_pickle(path: Path, trust_pickle: bool | None) -> pd.DataFrame:
     if trust_pickle is None:  # training reads the recipe's files: no flag can vouch for them
-        raise LorafitError(f"{path}: lorafit does not train from pickle files, which can run arbitrary code "
-                           "when loaded; convert it to .parquet or .csv first")
+        raise LorafitError(
+            f"{path}: lorafit does not train from pickle files, which can run arbitrary code "
+            "when loaded; convert it to .parquet or .csv first"
+        )
     if not trust_pickle:
-        raise LorafitError(f"{path}: pickle files can run arbitrary code when loaded; "
-                           "pass --trust-pickle if you trust its source")
+        raise LorafitError(
+            f"{path}: pickle files can run arbitrary code when loaded; pass --trust-pickle if you trust its source"
+        )
     table = pd.read_pickle(path)
     if hasattr(table, "to_pandas"):  # a datasets.Dataset, as Kaggle competitions ship it
         table = table.to_pandas()
@@ -137,8 +161,9 @@ def _read_pickle(path: Path, trust_pickle: bool | None) -> pd.DataFrame:
 def join_texts(table: pd.DataFrame, columns: list[str], where: str) -> list[str]:
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise LorafitError(f"{where}: text column '{missing[0]}' not found "
-                           f"(columns: {', '.join(map(str, table.columns))})")
+        raise LorafitError(
+            f"{where}: text column '{missing[0]}' not found (columns: {', '.join(map(str, table.columns))})"
+        )
     texts = []
     parts = [table[c].tolist() for c in columns]
     for row, values in enumerate(zip(*parts), start=1):
@@ -154,14 +179,17 @@ def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
-def encode_labels(values: list, label_names: Optional[list[str]], where: str) -> tuple[list[int], list[str]]:
+def encode_labels(values: list, label_names: list[str] | None, where: str) -> tuple[list[int], list[str]]:
     """Integer labels stay (0..K-1); label names map through `label_names` or their sorted set."""
     kinds = []
     for row, value in enumerate(values, start=1):
         if _is_missing(value) or (isinstance(value, str) and not value.strip()) or isinstance(value, bool):
             raise LorafitError(f"{where}: row {row} has no label")
-        is_int = isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()) or (
-            isinstance(value, str) and bool(_INT.match(value)))
+        is_int = (
+            isinstance(value, (int, np.integer))
+            or (isinstance(value, float) and value.is_integer())
+            or (isinstance(value, str) and bool(_INT.match(value)))
+        )
         kinds.append(is_int)
     if all(kinds):
         ints = [int(float(v)) if not isinstance(v, str) else int(v) for v in values]
@@ -182,16 +210,18 @@ def encode_labels(values: list, label_names: Optional[list[str]], where: str) ->
     return [index[n] for n in names], known
 
 
-def examples_from_table(table: pd.DataFrame, cfg: DataConfig, where: str,
-                        label_names: Optional[list[str]] = None) -> Examples:
+def examples_from_table(
+    table: pd.DataFrame, cfg: DataConfig, where: str, label_names: list[str] | None = None
+) -> Examples:
     text_columns, label_names = cfg.text_columns, label_names or cfg.labels
     if table.attrs.get(CLASSIC_AGNEWS):
         text_columns = ["title", "description"]
         table = table.assign(label=[_shift_agnews_label(v, row, where) for row, v in enumerate(table["label"], 1)])
         label_names = label_names or AGNEWS_LABELS
     if cfg.label_column not in table.columns:
-        raise LorafitError(f"{where}: label column '{cfg.label_column}' not found "
-                           f"(columns: {', '.join(map(str, table.columns))})")
+        raise LorafitError(
+            f"{where}: label column '{cfg.label_column}' not found (columns: {', '.join(map(str, table.columns))})"
+        )
     texts = join_texts(table, text_columns, where)
     labels, names = encode_labels(table[cfg.label_column].tolist(), label_names, where)
     return Examples(texts, labels, names, source=where)
@@ -203,8 +233,13 @@ def _shift_agnews_label(value: str, row: int, where: str) -> int:
     return int(value) - 1
 
 
-def load_examples(cfg: DataConfig, source: Optional[str] = None, split: Optional[str] = None,
-                  label_names: Optional[list[str]] = None, trust_pickle: bool | None = None) -> Examples:
+def load_examples(
+    cfg: DataConfig,
+    source: str | None = None,
+    split: str | None = None,
+    label_names: list[str] | None = None,
+    trust_pickle: bool | None = None,
+) -> Examples:
     """Labelled examples from a local file or, when `source` is no file, a Hugging Face dataset."""
     source = source or cfg.train
     if is_local_file(source):
@@ -213,15 +248,17 @@ def load_examples(cfg: DataConfig, source: Optional[str] = None, split: Optional
     return _load_hub_examples(cfg, source, split or cfg.split, label_names)
 
 
-def _load_hub_examples(cfg: DataConfig, name: str, split: str, label_names: Optional[list[str]]) -> Examples:
+def _load_hub_examples(cfg: DataConfig, name: str, split: str, label_names: list[str] | None) -> Examples:
     import datasets
 
     try:
         dataset = datasets.load_dataset(name, split=split)
     except Exception as e:  # the hub raises many types: offline, missing, gated
-        raise LorafitError(f"dataset '{name}' (split {split}) could not be loaded from the Hugging Face Hub: "
-                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; "
-                           "give a local file with data.train=path/to/file.csv") from None
+        raise LorafitError(
+            f"dataset '{name}' (split {split}) could not be loaded from the Hugging Face Hub: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+            "give a local file with data.train=path/to/file.csv"
+        ) from None
     feature = dataset.features.get(cfg.label_column)
     names = label_names or cfg.labels or getattr(feature, "names", None)
     return examples_from_table(dataset.to_pandas(), cfg, where=f"{name}[{split}]", label_names=names)
@@ -234,11 +271,14 @@ def stratified_split(examples: Examples, size: float, seed: int, what: str) -> t
     count = int(size) if size >= 1 else max(1, round(size * len(examples)))
     classes = len(set(examples.labels))
     if count >= len(examples) or len(examples) - count < classes or count < classes:
-        raise LorafitError(f"{what}: cannot take {count} of {len(examples)} rows while keeping every one of "
-                           f"the {classes} labels on both sides")
+        raise LorafitError(
+            f"{what}: cannot take {count} of {len(examples)} rows while keeping every one of "
+            f"the {classes} labels on both sides"
+        )
     try:
-        rest, part = train_test_split(np.arange(len(examples)), test_size=count, random_state=seed,
-                                      stratify=examples.labels)
+        rest, part = train_test_split(
+            np.arange(len(examples)), test_size=count, random_state=seed, stratify=examples.labels
+        )
     except ValueError as e:
         raise LorafitError(f"{what}: stratified split impossible: {e}") from None
     return examples.subset(sorted(rest)), examples.subset(sorted(part))
@@ -285,8 +325,7 @@ def prepare_splits(cfg: DataConfig, tokenizer) -> Splits:
     return Splits(train, validation, info)
 
 
-def tokenize(examples: Examples, tokenizer, max_length: int, pad_to_max_length: bool = False,
-             cache: bool = False):
+def tokenize(examples: Examples, tokenizer, max_length: int, pad_to_max_length: bool = False, cache: bool = False):
     """A datasets.Dataset of token ids, unpadded unless asked: padding then happens per batch.
 
     With `cache`, the result is kept on disk under a key of the tokenizer, the settings and the
@@ -297,8 +336,13 @@ def tokenize(examples: Examples, tokenizer, max_length: int, pad_to_max_length: 
     folder = cache_root() / "tokenized" / _tokenized_key(examples, tokenizer, max_length, pad_to_max_length)
     if cache and folder.is_dir():
         return datasets.load_from_disk(str(folder))
-    encoded = tokenizer(examples.texts, truncation=True, max_length=max_length, verbose=False,
-                        padding="max_length" if pad_to_max_length else False)
+    encoded = tokenizer(
+        examples.texts,
+        truncation=True,
+        max_length=max_length,
+        verbose=False,
+        padding="max_length" if pad_to_max_length else False,
+    )
     columns = {key: encoded[key] for key in encoded.keys()}
     columns["labels"] = examples.labels
     dataset = datasets.Dataset.from_dict(columns)

@@ -7,7 +7,6 @@ from functools import lru_cache
 
 import torch
 
-
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -23,8 +22,11 @@ def cpu_info() -> dict:
     except OSError:
         pass
     flags = fields.get("flags", "").split()
-    return {"model": fields.get("model name", "unknown"), "cores": os.cpu_count(),
-            "flags": [flag for flag in SPEED_FLAGS if flag in flags]}
+    return {
+        "model": fields.get("model name", "unknown"),
+        "cores": os.cpu_count(),
+        "flags": [flag for flag in SPEED_FLAGS if flag in flags],
+    }
 
 
 @lru_cache(maxsize=1)

@@ -16,6 +16,14 @@ def launch(nproc: int, lorafit_args: list[str]) -> int:
         raise LorafitError(f"--nproc must be at least 1, not {nproc}")
     environment = dict(os.environ)
     environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "lorafit", *lorafit_args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "lorafit",
+        *lorafit_args,
+    ]
     return subprocess.run(command, env=environment, check=False).returncode

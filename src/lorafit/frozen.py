@@ -46,8 +46,11 @@ def first_trained_layer(model: nn.Module) -> int:
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     for name, module in model.named_modules():
         parent, _, leaf = name.rpartition(".")
-        if isinstance(module, nn.ModuleList) and leaf in ("layer", "layers") and \
-                parent.rsplit(".", 1)[-1] in ("encoder", "transformer"):
+        if (
+            isinstance(module, nn.ModuleList)
+            and leaf in ("layer", "layers")
+            and parent.rsplit(".", 1)[-1] in ("encoder", "transformer")
+        ):
             return module
     raise LorafitError(f"training.reuse_frozen_layers: no encoder layer list found in {type(model).__name__}")
 
@@ -149,26 +152,29 @@ def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, batch_
                 ids = torch.zeros((len(batch), width), dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, i in enumerate(batch):
-                    ids[row, :lengths[i]] = torch.as_tensor(input_ids[i])
-                    mask[row, :lengths[i]] = 1
+                    ids[row, : lengths[i]] = torch.as_tensor(input_ids[i])
+                    mask[row, : lengths[i]] = 1
                 try:
                     model(input_ids=ids, attention_mask=mask)
                 except _Stop:
                     pass
                 hidden = captured.pop("hidden").float().numpy()
                 for row, i in enumerate(batch):
-                    out[offsets[i]:offsets[i + 1]] = hidden[row, :lengths[i]]
+                    out[offsets[i] : offsets[i + 1]] = hidden[row, : lengths[i]]
                 bar.update(len(batch))
     finally:
         handle.remove()
         model.train(was_training)
     if not np.isfinite(out).all():
-        raise LorafitError("training.reuse_frozen_layers: the frozen layers' states overflow float16; "
-                           "turn training.reuse_frozen_layers off for this model")
+        raise LorafitError(
+            "training.reuse_frozen_layers: the frozen layers' states overflow float16; "
+            "turn training.reuse_frozen_layers off for this model"
+        )
     out.flush()
     np.save(folder / "offsets.npy", offsets)
-    (folder / "meta.json").write_text(json.dumps({"layer": layer, "hidden_size": hidden_size,
-                                                  "rows": len(lengths)}), encoding="utf-8")
+    (folder / "meta.json").write_text(
+        json.dumps({"layer": layer, "hidden_size": hidden_size, "rows": len(lengths)}), encoding="utf-8"
+    )
 
 
 def _token_batches(order: np.ndarray, lengths: np.ndarray, batch_tokens: int):
@@ -204,10 +210,13 @@ def collate_states(features: list[dict]) -> dict:
     embeds = torch.zeros((len(rows), width, rows[0].shape[1]), dtype=torch.float32)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for row, states in enumerate(rows):
-        embeds[row, :len(states)] = torch.from_numpy(states.astype(np.float32))
-        mask[row, :len(states)] = 1
-    return {"inputs_embeds": embeds, "attention_mask": mask,
-            "labels": torch.tensor([f["labels"] for f in features], dtype=torch.long)}
+        embeds[row, : len(states)] = torch.from_numpy(states.astype(np.float32))
+        mask[row, : len(states)] = 1
+    return {
+        "inputs_embeds": embeds,
+        "attention_mask": mask,
+        "labels": torch.tensor([f["labels"] for f in features], dtype=torch.long),
+    }
 
 
 class _UpperLayers(nn.ModuleList):
@@ -218,7 +227,7 @@ class _UpperLayers(nn.ModuleList):
         self.start = start
 
     def __iter__(self):
-        return iter(list(self._modules.values())[self.start:])
+        return iter(list(self._modules.values())[self.start :])
 
 
 @contextmanager

@@ -65,8 +65,10 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
     except (RuntimeError, ValueError, KeyError) as e:  # shape or module-name mismatch
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         detail = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(e).__name__)
-        raise LorafitError(f"{run_dir}: the adapter does not fit the base model '{recipe.model.name}' with "
-                           f"{len(label_names)} labels ({detail[:240]})") from None
+        raise LorafitError(
+            f"{run_dir}: the adapter does not fit the base model '{recipe.model.name}' with "
+            f"{len(label_names)} labels ({detail[:240]})"
+        ) from None
     model = for_inference(adapted, merge, bf16)
     if int8:
         model = quantize_int8(model)
@@ -111,8 +113,14 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
-def predict_proba(run: LoadedRun, texts: list[str], max_tokens: int = 4096, max_rows: int = 256,
-                  max_length: int | None = None, progress: bool = False) -> np.ndarray:
+def predict_proba(
+    run: LoadedRun,
+    texts: list[str],
+    max_tokens: int = 4096,
+    max_rows: int = 256,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """Class probabilities, one row per text in the given order."""
     max_length = max_length or run.recipe.data.max_length
     encoded = run.tokenizer(texts, truncation=True, max_length=max_length, verbose=False)
@@ -138,7 +146,7 @@ def padded(encoded, rows: np.ndarray, pad_token_id: int, multiple: int = 8) -> d
     for key in encoded.keys():
         array = np.full((len(rows), width), pad_token_id if key == "input_ids" else 0, dtype=np.int64)
         for j, i in enumerate(rows):
-            array[j, :len(encoded[key][i])] = encoded[key][i]
+            array[j, : len(encoded[key][i])] = encoded[key][i]
         batch[key] = torch.from_numpy(array)
     return batch
 
@@ -151,7 +159,7 @@ def length_batches(lengths: list[int], max_tokens: int, max_rows: int) -> list[n
     for end in range(1, len(order) + 1):
         longest = lengths[order[end - 1]]
         if end - start > 1 and ((end - start) * longest > max_tokens or end - start > max_rows):
-            batches.append(order[start:end - 1])
+            batches.append(order[start : end - 1])
             start = end - 1
     if start < len(order):
         batches.append(order[start:])
@@ -163,8 +171,10 @@ def load_runs(run_dirs: list[str], merge: bool = True, precision: str = "auto") 
     runs = [load_run(d, merge, precision) for d in run_dirs]
     for other in runs[1:]:
         if other.label_names != runs[0].label_names:
-            raise LorafitError(f"run {other.run_dir} has labels {other.label_names} but run {runs[0].run_dir} has "
-                               f"{runs[0].label_names}: an ensemble needs the same labels in the same order")
+            raise LorafitError(
+                f"run {other.run_dir} has labels {other.label_names} but run {runs[0].run_dir} has "
+                f"{runs[0].label_names}: an ensemble needs the same labels in the same order"
+            )
     return runs
 
 
@@ -174,8 +184,7 @@ def ensemble_proba(runs: LoadedRun | list[LoadedRun], texts: list[str], progress
     return np.mean([predict_proba(run, texts, progress=progress) for run in runs], axis=0)
 
 
-def evaluate_file(runs: LoadedRun | list[LoadedRun], path: str, trust_pickle: bool = False,
-                  **data_overrides) -> dict:
+def evaluate_file(runs: LoadedRun | list[LoadedRun], path: str, trust_pickle: bool = False, **data_overrides) -> dict:
     """Validation metrics on any labelled file, with the (first) run's column options."""
     run = runs[0] if isinstance(runs, list) else runs
     data = run.recipe.data
@@ -188,9 +197,15 @@ def evaluate_file(runs: LoadedRun | list[LoadedRun], path: str, trust_pickle: bo
     return classification_metrics(examples.labels, predictions, run.label_names)
 
 
-def predict_file(runs: LoadedRun | list[LoadedRun], input_path: str, output_path: str, probs: bool = False,
-                 trust_pickle: bool = False, text_columns: list[str] | None = None,
-                 id_column: str = "id") -> Path:
+def predict_file(
+    runs: LoadedRun | list[LoadedRun],
+    input_path: str,
+    output_path: str,
+    probs: bool = False,
+    trust_pickle: bool = False,
+    text_columns: list[str] | None = None,
+    id_column: str = "id",
+) -> Path:
     """A Kaggle-style submission: ID,Label (label index), with a probability column per class if asked."""
     import pandas as pd
 
@@ -220,6 +235,12 @@ def classify(runs: LoadedRun | list[LoadedRun], texts: list[str]) -> list[dict]:
         raise LorafitError("give at least one non-empty text to classify")
     names = (runs[0] if isinstance(runs, list) else runs).label_names
     probabilities = ensemble_proba(runs, texts)
-    return [{"text": text, "label": names[int(row.argmax())], "index": int(row.argmax()),
-             "probabilities": {name: float(p) for name, p in zip(names, row)}}
-            for text, row in zip(texts, probabilities)]
+    return [
+        {
+            "text": text,
+            "label": names[int(row.argmax())],
+            "index": int(row.argmax()),
+            "probabilities": {name: float(p) for name, p in zip(names, row)},
+        }
+        for text, row in zip(texts, probabilities)
+    ]

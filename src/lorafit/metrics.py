@@ -11,17 +11,26 @@ def classification_metrics(labels, predictions, label_names: list[str]) -> dict:
 
     indices = list(range(len(label_names)))
     precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predictions, labels=indices, average="weighted", zero_division=0)
+        labels, predictions, labels=indices, average="weighted", zero_division=0
+    )
     per_p, per_r, per_f, support = precision_recall_fscore_support(
-        labels, predictions, labels=indices, average=None, zero_division=0)
+        labels, predictions, labels=indices, average=None, zero_division=0
+    )
     return {
         "n": int(len(labels)),
         "accuracy": float(accuracy_score(labels, predictions)),
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
-        "per_class": {name: {"precision": float(per_p[i]), "recall": float(per_r[i]), "f1": float(per_f[i]),
-                             "support": int(support[i])} for i, name in enumerate(label_names)},
+        "per_class": {
+            name: {
+                "precision": float(per_p[i]),
+                "recall": float(per_r[i]),
+                "f1": float(per_f[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(label_names)
+        },
         "confusion_matrix": confusion_matrix(labels, predictions, labels=indices).tolist(),
         "label_names": list(label_names),
     }
@@ -34,7 +43,10 @@ def trainer_scores(eval_prediction) -> dict:
     logits, labels = eval_prediction.predictions, eval_prediction.label_ids
     logits = logits[0] if isinstance(logits, tuple) else logits
     predictions = np.argmax(logits, axis=-1)
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, average="weighted",
-                                                               zero_division=0)
-    return {"accuracy": float(accuracy_score(labels, predictions)), "f1": float(f1),
-            "precision": float(precision), "recall": float(recall)}
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, average="weighted", zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "f1": float(f1),
+        "precision": float(precision),
+        "recall": float(recall),
+    }

@@ -14,22 +14,45 @@ from .packaged import packaged_model_folder
 
 # encoder blocks live in a ModuleList: roberta.encoder.layer.3, distilbert.transformer.layer.3, h.3 ...
 _LAYER_LISTS = {"layer", "layers", "h", "block", "blocks"}
-_DROPOUT_KEYS = {"hidden_dropout": ("hidden_dropout_prob", "dropout", "hidden_dropout"),
-                 "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout")}
+_DROPOUT_KEYS = {
+    "hidden_dropout": ("hidden_dropout_prob", "dropout", "hidden_dropout"),
+    "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout"),
+}
 
 
 # Architecture-free target names -> each family's module path inside an encoder layer.
-_BERT_LIKE = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
-              "attention_output": "attention.output.dense", "ffn_in": "intermediate.dense",
-              "ffn_out": "output.dense"}
+_BERT_LIKE = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attention_output": "attention.output.dense",
+    "ffn_in": "intermediate.dense",
+    "ffn_out": "output.dense",
+}
 PORTABLE_TARGETS = {
     **dict.fromkeys(["bert", "roberta", "xlm-roberta", "camembert", "electra"], _BERT_LIKE),
-    "mpnet": {"query": "attention.attn.q", "key": "attention.attn.k", "value": "attention.attn.v",
-              "attention_output": "attention.attn.o", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"},
-    "distilbert": {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
-                   "attention_output": "attention.out_lin", "ffn_in": "ffn.lin1", "ffn_out": "ffn.lin2"},
-    "deberta-v2": {**_BERT_LIKE, "query": "attention.self.query_proj", "key": "attention.self.key_proj",
-                   "value": "attention.self.value_proj"},
+    "mpnet": {
+        "query": "attention.attn.q",
+        "key": "attention.attn.k",
+        "value": "attention.attn.v",
+        "attention_output": "attention.attn.o",
+        "ffn_in": "intermediate.dense",
+        "ffn_out": "output.dense",
+    },
+    "distilbert": {
+        "query": "attention.q_lin",
+        "key": "attention.k_lin",
+        "value": "attention.v_lin",
+        "attention_output": "attention.out_lin",
+        "ffn_in": "ffn.lin1",
+        "ffn_out": "ffn.lin2",
+    },
+    "deberta-v2": {
+        **_BERT_LIKE,
+        "query": "attention.self.query_proj",
+        "key": "attention.self.key_proj",
+        "value": "attention.self.value_proj",
+    },
 }
 PORTABLE_NAMES = tuple(_BERT_LIKE)
 
@@ -38,9 +61,11 @@ def portable_to_module(name: str, model_type: str | None) -> str:
     """The family's module path for a portable target name; any other name unchanged."""
     family = PORTABLE_TARGETS.get(model_type or "")
     if name in PORTABLE_NAMES and family is None and name not in ("query", "key", "value"):
-        raise LorafitError(f"lora target '{name}' is a portable name, mapped only for model types "
-                           f"{', '.join(sorted(PORTABLE_TARGETS))} (this model is '{model_type}'): "
-                           "name its modules explicitly")
+        raise LorafitError(
+            f"lora target '{name}' is a portable name, mapped only for model types "
+            f"{', '.join(sorted(PORTABLE_TARGETS))} (this model is '{model_type}'): "
+            "name its modules explicitly"
+        )
     return family.get(name, name) if family else name
 
 
@@ -87,8 +112,9 @@ def load_tokenizer(model_cfg: ModelConfig):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(resolve_model_path(model_cfg.name),
-                                             trust_remote_code=model_cfg.trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            resolve_model_path(model_cfg.name), trust_remote_code=model_cfg.trust_remote_code
+        )
     except (OSError, ValueError) as e:
         raise LorafitError(f"tokenizer of '{model_cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
 
@@ -99,8 +125,10 @@ def quantization_config(model_cfg: ModelConfig):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise LorafitError(f"model.quantization={model_cfg.quantization} needs bitsandbytes: "
-                           "pip install 'lorafit[qlora]' (or drop model.quantization)") from None
+        raise LorafitError(
+            f"model.quantization={model_cfg.quantization} needs bitsandbytes: "
+            "pip install 'lorafit[qlora]' (or drop model.quantization)"
+        ) from None
     from transformers import BitsAndBytesConfig
 
     from .device import bf16_supported
@@ -111,8 +139,13 @@ def quantization_config(model_cfg: ModelConfig):
     dtype = model_cfg.quantization_compute_dtype
     if dtype == "auto":
         dtype = "bfloat16" if bf16_supported() else "float32"
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=getattr(torch, dtype), llm_int8_skip_modules=head)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=getattr(torch, dtype),
+        llm_int8_skip_modules=head,
+    )
 
 
 def build_base_model(model_cfg: ModelConfig, label_names: list[str], weights: bool = True, quantize: bool = False):
@@ -134,17 +167,22 @@ def build_base_model(model_cfg: ModelConfig, label_names: list[str], weights: bo
     hf_logging.disable_progress_bar()  # a bar per model load is noise around lorafit's own output
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(model_cfg.name), config=config, trust_remote_code=model_cfg.trust_remote_code,
-            **quantized)
+            resolve_model_path(model_cfg.name),
+            config=config,
+            trust_remote_code=model_cfg.trust_remote_code,
+            **quantized,
+        )
     except (OSError, ValueError) as e:
         raise LorafitError(f"weights of '{model_cfg.name}' could not be loaded: {str(e).splitlines()[0]}") from None
     except Exception as e:  # bitsandbytes without kernels for this device fails in many ways
         if not quantized:
             raise
         version = metadata.version("bitsandbytes")
-        raise LorafitError(f"model.quantization={model_cfg.quantization}: bitsandbytes {version} "
-                           f"could not quantize on {quantized['device_map']['']} ({str(e).splitlines()[0][:200]}); "
-                           "install a bitsandbytes build for this device or drop model.quantization") from None
+        raise LorafitError(
+            f"model.quantization={model_cfg.quantization}: bitsandbytes {version} "
+            f"could not quantize on {quantized['device_map']['']} ({str(e).splitlines()[0][:200]}); "
+            "install a bitsandbytes build for this device or drop model.quantization"
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
@@ -155,7 +193,7 @@ def layer_of(module_name: str) -> tuple[int, str] | None:
     parts = module_name.split(".")
     for i in range(len(parts) - 1, 0, -1):
         if parts[i].isdigit() and parts[i - 1] in _LAYER_LISTS:
-            return int(parts[i]), ".".join(parts[i + 1:])
+            return int(parts[i]), ".".join(parts[i + 1 :])
     return None
 
 
@@ -168,8 +206,11 @@ def resolve_targets(model: torch.nn.Module, targets: list) -> list[str]:
     Inside a layer a name matches the module whose path within the layer equals it, or failing
     that, ends with it: `output.dense` is the feed-forward output, `query` the attention query.
     """
-    linear = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d)) or
-              type(m).__name__ == "Conv1D"]
+    linear = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d)) or type(m).__name__ == "Conv1D"
+    ]
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     chosen: set[str] = set()
     for target in targets:
@@ -182,8 +223,9 @@ def resolve_targets(model: torch.nn.Module, targets: list) -> list[str]:
             if not found:
                 candidates = sorted({(layer_of(n) or (0, n))[1] for n in linear})
                 where = f" in layers {layers}" if layers is not None else ""
-                raise LorafitError(f"lora target '{name}' matches no linear module{where} "
-                                   f"(candidates: {', '.join(candidates)})")
+                raise LorafitError(
+                    f"lora target '{name}' matches no linear module{where} (candidates: {', '.join(candidates)})"
+                )
             chosen.update(found)
     return [n for n in linear if n in chosen]
 
@@ -203,23 +245,41 @@ def _match_in_layers(linear: list[str], name: str, layers: list[int] | None) -> 
     return found
 
 
-def lora_config(settings: LoraSettings, target_modules: list[str], modules_to_save: list[str] | None = None,
-                total_steps: int = 1000):
+def lora_config(
+    settings: LoraSettings, target_modules: list[str], modules_to_save: list[str] | None = None, total_steps: int = 1000
+):
     """PEFT's config. With `modules_to_save` the head is named explicitly (no task type, which
     would make the whole head trainable); AdaLoRA needs the number of training steps."""
     from peft import AdaLoraConfig, LoraConfig, TaskType
 
-    common = dict(task_type=None if modules_to_save else TaskType.SEQ_CLS, modules_to_save=modules_to_save,
-                  lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout, bias=settings.bias,
-                  target_modules=target_modules, use_rslora=settings.use_rslora,
-                  init_lora_weights=True if settings.init == "default" else settings.init)
+    common = dict(
+        task_type=None if modules_to_save else TaskType.SEQ_CLS,
+        modules_to_save=modules_to_save,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        bias=settings.bias,
+        target_modules=target_modules,
+        use_rslora=settings.use_rslora,
+        init_lora_weights=True if settings.init == "default" else settings.init,
+    )
     if settings.variant == "adalora":
         # prune ranks between 10% and 70% of training, then let the final ranks settle
-        return AdaLoraConfig(**common, init_r=settings.r, target_r=settings.adalora_target_r,
-                             total_step=total_steps, tinit=total_steps // 10, tfinal=3 * total_steps // 10,
-                             deltaT=max(1, total_steps // 50))
-    return LoraConfig(**common, r=settings.r, rank_pattern=dict(settings.rank_pattern),
-                      alpha_pattern=dict(settings.alpha_pattern), use_dora=settings.use_dora)
+        return AdaLoraConfig(
+            **common,
+            init_r=settings.r,
+            target_r=settings.adalora_target_r,
+            total_step=total_steps,
+            tinit=total_steps // 10,
+            tfinal=3 * total_steps // 10,
+            deltaT=max(1, total_steps // 50),
+        )
+    return LoraConfig(
+        **common,
+        r=settings.r,
+        rank_pattern=dict(settings.rank_pattern),
+        alpha_pattern=dict(settings.alpha_pattern),
+        use_dora=settings.use_dora,
+    )
 
 
 class FirstToken(torch.nn.Module):
@@ -299,8 +359,9 @@ def apply_head(model, head: str) -> dict:
         if head in ("linear", "mean"):  # RoBERTa-style head: dense + tanh + out_proj on the first token
             device = next(classifier.parameters()).device
             with torch.device(device):
-                model.classifier = PooledLinear(pool, config.hidden_size, config.num_labels,
-                                                classifier.dropout.p, config.initializer_range)
+                model.classifier = PooledLinear(
+                    pool, config.hidden_size, config.num_labels, classifier.dropout.p, config.initializer_range
+                )
             return {"targets": [], "modules_to_save": None}
         _fixed_init(classifier.dense, config.initializer_range)
         return {"targets": ["classifier.dense"], "modules_to_save": ["classifier.out_proj"]}
@@ -330,8 +391,9 @@ def _classifier_module(peft_model) -> torch.nn.Module:
     raise LorafitError(f"model.classifier_dropout: no classifier head found in {type(base).__name__}")
 
 
-def build_lora_model(model_cfg: ModelConfig, lora: LoraSettings, label_names: list[str], weights: bool = True,
-                     total_steps: int = 1000):
+def build_lora_model(
+    model_cfg: ModelConfig, lora: LoraSettings, label_names: list[str], weights: bool = True, total_steps: int = 1000
+):
     """The PEFT model to train: frozen encoder + LoRA on the targets + the trainable head."""
     from peft import get_peft_model
 

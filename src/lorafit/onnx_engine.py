@@ -52,8 +52,9 @@ def require_onnxruntime() -> None:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
-        raise LorafitError("the onnxruntime inference paths need onnxruntime and onnxscript: "
-                           "pip install 'lorafit[onnx]'") from None
+        raise LorafitError(
+            "the onnxruntime inference paths need onnxruntime and onnxscript: pip install 'lorafit[onnx]'"
+        ) from None
 
 
 def export_key(run_dir: Path, model_identity: str) -> str:
@@ -92,9 +93,17 @@ def _export(model: torch.nn.Module, tokenizer, path: Path) -> None:
     dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
     with warnings.catch_warnings(), torch.no_grad(), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model.float().eval(), (), kwargs={n: sample[n] for n in names},
-                                    input_names=names, output_names=["logits"], dynamic_shapes=dynamic,
-                                    dynamo=True, optimize=True, verbose=False)
+        program = torch.onnx.export(
+            model.float().eval(),
+            (),
+            kwargs={n: sample[n] for n in names},
+            input_names=names,
+            output_names=["logits"],
+            dynamic_shapes=dynamic,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
     program.save(str(path))
 
 

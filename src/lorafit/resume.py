@@ -30,10 +30,14 @@ def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) 
             raise LorafitError(f"{run_dir} is a complete run; nothing to resume (--overwrite retrains it)")
         _check_same_recipe(run_dir, recipe)
     elif exists and not overwrite:
-        state = "a complete run" if rundir.is_complete(run_dir) else \
-            f"an incomplete run (resume it: lorafit train {run_dir / RECIPE_YAML} --resume {run_dir})"
-        raise LorafitError(f"{run_dir} already holds {state}; pass --overwrite to replace it, "
-                           "or --output-dir for another directory")
+        state = (
+            "a complete run"
+            if rundir.is_complete(run_dir)
+            else f"an incomplete run (resume it: lorafit train {run_dir / RECIPE_YAML} --resume {run_dir})"
+        )
+        raise LorafitError(
+            f"{run_dir} already holds {state}; pass --overwrite to replace it, or --output-dir for another directory"
+        )
 
 
 def prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> Path | None:
@@ -60,9 +64,11 @@ def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
             continue
         for key, value in values.items():
             if saved[section].get(key) != value and not (section == "training" and key == "output_dir"):
-                raise LorafitError(f"the recipe differs from the interrupted run's at {section}.{key} "
-                                   f"({saved[section].get(key)!r} there, {value!r} here); resume with "
-                                   f"{path}")
+                raise LorafitError(
+                    f"the recipe differs from the interrupted run's at {section}.{key} "
+                    f"({saved[section].get(key)!r} there, {value!r} here); resume with "
+                    f"{path}"
+                )
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:

@@ -87,8 +87,10 @@ def read_run_info(run_dir: str | Path) -> dict:
     if not run_dir.is_dir():
         raise LorafitError(f"run directory {run_dir} not found")
     if not is_complete(run_dir) and (run_dir / "recipe.yaml").is_file():
-        raise LorafitError(f"{run_dir} is an incomplete run (training did not finish); resume it with: "
-                           f"lorafit train {run_dir / 'recipe.yaml'} --resume {run_dir}")
+        raise LorafitError(
+            f"{run_dir} is an incomplete run (training did not finish); resume it with: "
+            f"lorafit train {run_dir / 'recipe.yaml'} --resume {run_dir}"
+        )
     # runs from before the COMPLETE marker have no recipe.yaml either; their run.json was written last
     for name in (RUN_JSON, ADAPTER_CONFIG, ADAPTER_WEIGHTS, LABELS_JSON):
         if not (run_dir / name).is_file():

@@ -50,12 +50,14 @@ def suggest(trial, space: dict) -> dict:
     for key, spec in space.items():
         if "choices" in spec:
             values[key] = spec["choices"][trial.suggest_categorical(key, list(range(len(spec["choices"]))))]
-        elif all(isinstance(spec[b], int) and not isinstance(spec[b], bool) for b in ("low", "high")) \
-                and not spec.get("log"):
+        elif all(isinstance(spec[b], int) and not isinstance(spec[b], bool) for b in ("low", "high")) and not spec.get(
+            "log"
+        ):
             values[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1))
         else:
-            values[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
-                                              log=bool(spec.get("log")), step=spec.get("step"))
+            values[key] = trial.suggest_float(
+                key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")), step=spec.get("step")
+            )
     return values
 
 
@@ -86,15 +88,22 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
         raise LorafitError(f"{folder} already exists and is not empty; choose another --output-dir")
     label_names = label_names_for_plan(recipe)
     _check_space(recipe, label_names)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=recipe.training.seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3))
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=recipe.training.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
+    )
     rows: list[dict] = []
 
     def objective(trial) -> float:
         values = suggest(trial, recipe.search.space)
         chosen = trial_recipe(recipe, values, label_names)
-        row = {"trial": trial.number, **{k: _plain(v) for k, v in values.items()}, "lora.r": chosen.lora.r,
-               "trainable": plan(chosen, label_names).trainable}
+        row = {
+            "trial": trial.number,
+            **{k: _plain(v) for k, v in values.items()},
+            "lora.r": chosen.lora.r,
+            "trainable": plan(chosen, label_names).trainable,
+        }
         rows.append(row)
         trial.set_user_attr("recipe", chosen.to_dict())
         started = time.time()
@@ -105,8 +114,12 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
             shutil.rmtree(run_dir, ignore_errors=True)
             row.update(state="pruned", minutes=round((time.time() - started) / 60, 2))
             raise
-        row.update(state="complete", accuracy=result.metrics["accuracy"], f1=result.metrics["f1"],
-                   minutes=round((time.time() - started) / 60, 2))
+        row.update(
+            state="complete",
+            accuracy=result.metrics["accuracy"],
+            f1=result.metrics["f1"],
+            minutes=round((time.time() - started) / 60, 2),
+        )
         return result.metrics["accuracy"]
 
     timeout = recipe.search.timeout_minutes * 60 if recipe.search.timeout_minutes else None
@@ -121,9 +134,12 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
     from .plots import plot_search
 
     plot_search(rows, folder / "trials.png")
-    path = write_recipe(best_recipe, folder / BEST_RECIPE,
-                        f"best of {len(study.trials)} trials of `lorafit search` on recipe '{recipe.name}': "
-                        f"trial {best.number}, validation accuracy {best.value:.4f}")
+    path = write_recipe(
+        best_recipe,
+        folder / BEST_RECIPE,
+        f"best of {len(study.trials)} trials of `lorafit search` on recipe '{recipe.name}': "
+        f"trial {best.number}, validation accuracy {best.value:.4f}",
+    )
     return SearchResult(folder, path, best.value, rows)
 
 

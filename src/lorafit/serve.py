@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -93,13 +93,14 @@ class MicroBatcher:
             start = 0
             for batch, future in pending:
                 if not future.done():
-                    future.set_result(probabilities[start:start + len(batch)])
+                    future.set_result(probabilities[start : start + len(batch)])
                 start += len(batch)
 
 
-def create_app(runs: list[LoadedRun], limits: Limits = Limits(), batching: bool = True):
+def create_app(runs: list[LoadedRun], limits: Limits | None = None, batching: bool = True):
     """The FastAPI app. `batching=False` gives the plain server (one forward pass per request,
     one at a time) that the load benchmark compares against."""
+    limits = limits or Limits()
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
@@ -109,8 +110,9 @@ def create_app(runs: list[LoadedRun], limits: Limits = Limits(), batching: bool 
     batcher = MicroBatcher(predict, limits) if batching else None
     lock = threading.Lock()
 
-    app = FastAPI(title="lorafit", description=f"Text classification with the lorafit run {first.run_dir.name}",
-                  version="1")
+    app = FastAPI(
+        title="lorafit", description=f"Text classification with the lorafit run {first.run_dir.name}", version="1"
+    )
     errors = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 
     def error(status: int, code: str, message: str) -> JSONResponse:
@@ -120,8 +122,9 @@ def create_app(runs: list[LoadedRun], limits: Limits = Limits(), batching: bool 
     async def invalid(request: Request, exc: RequestValidationError):
         problem = exc.errors()[0]
         where = ".".join(str(p) for p in problem.get("loc", []) if p != "body") or "body"
-        return error(422, "invalid_request", f"{where}: {problem.get('msg', 'invalid')}; expected "
-                                             '{"texts": ["...", ...]}')
+        return error(
+            422, "invalid_request", f'{where}: {problem.get("msg", "invalid")}; expected {{"texts": ["...", ...]}}'
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -130,37 +133,61 @@ def create_app(runs: list[LoadedRun], limits: Limits = Limits(), batching: bool 
     @app.get("/v1/model")
     async def model_info() -> dict:
         info = first.info
-        return {"recipe": info["recipe"]["name"], "base_model": info["recipe"]["model"]["name"],
-                "labels": first.label_names, "parameters": info.get("parameters", {}), "ensemble": len(runs),
-                "batching": batching, "limits": limits.__dict__}
+        return {
+            "recipe": info["recipe"]["name"],
+            "base_model": info["recipe"]["model"]["name"],
+            "labels": first.label_names,
+            "parameters": info.get("parameters", {}),
+            "ensemble": len(runs),
+            "batching": batching,
+            "limits": limits.__dict__,
+        }
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=errors)
     async def classify(request: ClassifyRequest):
         texts = request.texts
         if not texts:
-            return error(400, "no_texts", "texts is empty: send 1 to "
-                                          f"{limits.max_texts} texts (limit max_texts={limits.max_texts})")
+            return error(
+                400,
+                "no_texts",
+                f"texts is empty: send 1 to {limits.max_texts} texts (limit max_texts={limits.max_texts})",
+            )
         if len(texts) > limits.max_texts:
-            return error(413, "too_many_texts", f"{len(texts)} texts in one request; the limit is "
-                                                f"max_texts={limits.max_texts}")
+            return error(
+                413, "too_many_texts", f"{len(texts)} texts in one request; the limit is max_texts={limits.max_texts}"
+            )
         for i, text in enumerate(texts):
             if len(text) > limits.max_chars:
-                return error(413, "text_too_long", f"texts[{i}] has {len(text)} characters; the limit is "
-                                                   f"max_chars={limits.max_chars}")
+                return error(
+                    413,
+                    "text_too_long",
+                    f"texts[{i}] has {len(text)} characters; the limit is max_chars={limits.max_chars}",
+                )
             if not text.strip():
                 return error(400, "empty_text", f"texts[{i}] is empty")
         if batcher is not None:
             probabilities = await batcher.classify(texts)
         else:
+
             def predict_alone():
                 with lock:
                     return predict(texts)
+
             probabilities = await asyncio.get_running_loop().run_in_executor(None, predict_alone)
         names = first.label_names
         # a JSONResponse skips re-validating the answer against the response model (built right here)
-        return JSONResponse({"predictions": [{"label": names[int(row.argmax())], "index": int(row.argmax()),
-                                              "probabilities": {n: float(p) for n, p in zip(names, row)}}
-                                             for row in probabilities]})
+        return JSONResponse(
+            {
+                "predictions": [
+                    {
+                        "label": names[int(row.argmax())],
+                        "index": int(row.argmax()),
+                        "probabilities": {n: float(p) for n, p in zip(names, row)},
+                    }
+                    for row in probabilities
+                ]
+            }
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
@@ -175,6 +202,9 @@ def serve(runs: list[LoadedRun], host: str, port: int, limits: Limits, batching:
 
     started = time.time()
     app = create_app(runs, limits, batching)
-    print(f"serving {runs[0].run_dir} on http://{host}:{port}/ (API docs at /docs), "
-          f"ready in {time.time() - started:.1f} s", flush=True)
+    print(
+        f"serving {runs[0].run_dir} on http://{host}:{port}/ (API docs at /docs), "
+        f"ready in {time.time() - started:.1f} s",
+        flush=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -24,7 +24,7 @@ def cpu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tenso
         return nn.functional.dropout(x, p, training)
     dropped_levels = round(p * _LEVELS)
     words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
-    draws = words.view(torch.int16)[:x.numel()].view(x.shape)
+    draws = words.view(torch.int16)[: x.numel()].view(x.shape)
     keep = draws >= dropped_levels - _LEVELS // 2
     # one multiply by a scaled mask is the cheapest form forward and backward (cheaper than where)
     return x * (keep.to(x.dtype) * (_LEVELS / (_LEVELS - dropped_levels)))
@@ -40,8 +40,9 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
     the eager computation with the cheap dropout (SDPA's CPU kernels cannot drop, so SDPA
     would fall back to this computation anyway, with the expensive dropout)."""
     if not module.training or dropout == 0.0 or query.device.type != "cpu":
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     scores = torch.matmul(query, key.transpose(2, 3)) * (scaling or query.size(-1) ** -0.5)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:

@@ -51,14 +51,16 @@ def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> dict:
     reuse = recipe.training.reuse_frozen_layers and budget_plan is not None
     if reuse and recipe.model.quantization:
         raise LorafitError("training.reuse_frozen_layers does not combine with model.quantization")
-    return {"frozen_layers_reused": budget_plan.frozen_below if reuse else 0,
-            "dynamic_padding": not recipe.data.pad_to_max_length,
-            "group_by_length": recipe.training.group_by_length,
-            "bf16": use_bf16(recipe.training.precision),
-            "tokenization_cache": recipe.data.cache_tokenized,
-            "threads": configure_threads(recipe.training.threads),
-            "cpu_dropout": recipe.training.cpu_dropout and device == "cpu",
-            "device": device}
+    return {
+        "frozen_layers_reused": budget_plan.frozen_below if reuse else 0,
+        "dynamic_padding": not recipe.data.pad_to_max_length,
+        "group_by_length": recipe.training.group_by_length,
+        "bf16": use_bf16(recipe.training.precision),
+        "tokenization_cache": recipe.data.cache_tokenized,
+        "threads": configure_threads(recipe.training.threads),
+        "cpu_dropout": recipe.training.cpu_dropout and device == "cpu",
+        "device": device,
+    }
 
 
 def optimizer_steps(recipe: Recipe, train_rows: int) -> int:
@@ -157,8 +159,13 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
     )
 
 
-def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None = None, resume: bool = False,
-          overwrite: bool = False) -> RunResult:
+def train(
+    recipe: Recipe,
+    output_dir: str | None = None,
+    callbacks: list | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
     """Train the recipe and write every artifact of the run; returns its validation metrics.
 
     The run directory is claimed first (an existing one only with `overwrite`, or `resume` to
@@ -185,12 +192,23 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
             checkpoint = newest_checkpoint(run_dir) if resume else None
 
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
-    model = apply_speedups(build_lora_model(recipe.model, recipe.lora, label_names,
-                                            total_steps=optimizer_steps(recipe, len(splits.train))), speed)
+    model = apply_speedups(
+        build_lora_model(
+            recipe.model, recipe.lora, label_names, total_steps=optimizer_steps(recipe, len(splits.train))
+        ),
+        speed,
+    )
     with args.main_process_first(local=False, desc="tokenizing"):  # one process writes the cache
-        train_set, validation_set = (tokenize(part, tokenizer, recipe.data.max_length,
-                                              recipe.data.pad_to_max_length, cache=recipe.data.cache_tokenized)
-                                     for part in (splits.train, splits.validation))
+        train_set, validation_set = (
+            tokenize(
+                part,
+                tokenizer,
+                recipe.data.max_length,
+                recipe.data.pad_to_max_length,
+                cache=recipe.data.cache_tokenized,
+            )
+            for part in (splits.train, splits.validation)
+        )
     collator, layers_used = DataCollatorWithPadding(tokenizer), contextlib.nullcontext()
     if speed["frozen_layers_reused"]:
         with args.main_process_first(local=False, desc="frozen layers"):
@@ -202,9 +220,16 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
     callbacks = [best, CheckpointMarker(), clock, *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
-    trainer = Trainer(model=model, args=args,
-                      train_dataset=train_set, eval_dataset=validation_set, processing_class=tokenizer,
-                      data_collator=collator, compute_metrics=outputs, callbacks=callbacks)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=validation_set,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=outputs,
+        callbacks=callbacks,
+    )
     with layers_used:
         trained = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         speed["train_examples_per_second"] = trained.metrics.get("train_samples_per_second")
@@ -223,8 +248,9 @@ def train(recipe: Recipe, output_dir: str | None = None, callbacks: list | None 
         return RunResult(run_dir, metrics, history, budget_plan, wall, wrote_artifacts=False)
     staging = run_dir / ".staging"
     save_run(staging, recipe, model, tokenizer, label_names, metrics, history, budget_plan, splits.info, speed, wall)
-    save_validation_predictions(staging, splits.validation, logits, labels, evaluation_order(trainer, validation_set),
-                                label_names)
+    save_validation_predictions(
+        staging, splits.validation, logits, labels, evaluation_order(trainer, validation_set), label_names
+    )
     rundir.publish(staging, run_dir)
     rundir.mark_complete(run_dir)
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)  # the best weights are the run's own now
@@ -249,14 +275,22 @@ def save_validation_predictions(run_dir: Path, validation, logits, labels, order
     """validation_predictions.csv: each validation row with its label, the prediction and the
     probabilities, in the split's own order (for error analysis and ensembles)."""
     if [validation.labels[i] for i in order] != [int(label) for label in labels]:
-        raise LorafitError("the Trainer's evaluation order could not be replayed; validation_predictions.csv "
-                           "would mislabel rows (a transformers change?)")
+        raise LorafitError(
+            "the Trainer's evaluation order could not be replayed; validation_predictions.csv "
+            "would mislabel rows (a transformers change?)"
+        )
     probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
     by_row = dict(zip(order, probabilities))
     columns = ["text", "label", "prediction", *[f"p_{name}" for name in label_names]]
-    rows = [{"text": text, "label": label_names[label], "prediction": label_names[by_row[i].argmax()],
-             **{f"p_{name}": round(float(p), 6) for name, p in zip(label_names, by_row[i])}}
-            for i, (text, label) in enumerate(zip(validation.texts, validation.labels))]
+    rows = [
+        {
+            "text": text,
+            "label": label_names[label],
+            "prediction": label_names[by_row[i].argmax()],
+            **{f"p_{name}": round(float(p), 6) for name, p in zip(label_names, by_row[i])},
+        }
+        for i, (text, label) in enumerate(zip(validation.texts, validation.labels))
+    ]
     rundir.write_rows(run_dir / rundir.VALIDATION_PREDICTIONS_CSV, rows, columns)
 
 
@@ -279,8 +313,9 @@ def best_epoch(history: list[dict]) -> float | None:
     return max(history, key=lambda row: row["eval_accuracy"])["epoch"] if history else None
 
 
-def save_run(run_dir: Path, recipe: Recipe, model, tokenizer, label_names, metrics, history, budget_plan,
-             data_info, speed, wall) -> None:
+def save_run(
+    run_dir: Path, recipe: Recipe, model, tokenizer, label_names, metrics, history, budget_plan, data_info, speed, wall
+) -> None:
     model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors, head included
     tokenizer.save_pretrained(run_dir)
     rundir.write_json(run_dir / rundir.LABELS_JSON, label_names)
@@ -288,21 +323,29 @@ def save_run(run_dir: Path, recipe: Recipe, model, tokenizer, label_names, metri
     rundir.write_rows(run_dir / rundir.HISTORY_CSV, history, HISTORY_COLUMNS)
     plot_history(history, run_dir / "plots")
     plot_confusion_matrix(metrics["confusion_matrix"], label_names, run_dir / "plots" / "confusion_matrix.png")
-    rundir.write_json(run_dir / rundir.RUN_JSON, {
-        "recipe": recipe.to_dict(),
-        "base_model": recipe.model.name,  # a name, not a path on this machine
-        "label_names": label_names,
-        "data": data_info,
-        "speed": speed,
-        "parameters": {"trainable": budget_plan.trainable, "total": budget_plan.total,
-                       "budget": budget_plan.budget, "lora": budget_plan.lora, "head": budget_plan.head},
-        "validation": {k: metrics[k] for k in ("accuracy", "f1", "precision", "recall", "n")},
-        "wall_seconds": round(wall, 2),
-        "versions": package_versions(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu": cpu_info(),
-    })
+    rundir.write_json(
+        run_dir / rundir.RUN_JSON,
+        {
+            "recipe": recipe.to_dict(),
+            "base_model": recipe.model.name,  # a name, not a path on this machine
+            "label_names": label_names,
+            "data": data_info,
+            "speed": speed,
+            "parameters": {
+                "trainable": budget_plan.trainable,
+                "total": budget_plan.total,
+                "budget": budget_plan.budget,
+                "lora": budget_plan.lora,
+                "head": budget_plan.head,
+            },
+            "validation": {k: metrics[k] for k in ("accuracy", "f1", "precision", "recall", "n")},
+            "wall_seconds": round(wall, 2),
+            "versions": package_versions(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpu": cpu_info(),
+        },
+    )
 
 
 def package_versions() -> dict:
