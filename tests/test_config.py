@@ -55,7 +55,7 @@ def test_wrong_types_name_the_key_and_value():
 def test_invalid_values_are_explained():
     with pytest.raises(LorafitError, match="lora.r must be at least 1"):
         recipe_from_dict({"lora": {"r": 0}})
-    with pytest.raises(LorafitError, match=r"lora.targets\[0\].layers must be a list of layer indices"):
+    with pytest.raises(LorafitError, match=r"lora.targets\[0\].layers\[0\] must be an integer, got 'x'"):
         recipe_from_dict({"lora": {"targets": [{"modules": ["query"], "layers": ["x"]}]}})
     with pytest.raises(LorafitError, match="length_percentiles"):
         recipe_from_dict({"data": {"length_percentiles": [99, 1]}})
@@ -78,3 +78,24 @@ def test_override_without_equals_sign_is_an_error():
 def test_missing_recipe_file_is_named(tmp_path):
     with pytest.raises(LorafitError, match="nope.yaml not found"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+def test_the_readme_key_table_is_the_schema():
+    from conftest import ROOT
+
+    from lorafit.config import keys_markdown
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- recipe-keys:begin -->\n")[1].split("<!-- recipe-keys:end -->")[0]
+    assert table == keys_markdown(), "README's recipe keys differ from the schema: paste `lorafit schema --markdown`"
+
+
+def test_the_json_schema_describes_every_key():
+    from lorafit.config import SECTIONS, json_schema
+
+    schema = json_schema()
+    for section, model in SECTIONS.items():
+        properties = schema["$defs"][model.__name__]["properties"]
+        assert set(properties) == set(model.model_fields)
+        assert all(p.get("description") for p in properties.values()), section
+    assert schema["additionalProperties"] is False  # unknown keys are flagged in the editor too

@@ -10,15 +10,18 @@ _logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
     lambda record: "gemm_4bit_forward from kernels-community" not in record.getMessage()
 )
 
-from .config import load_recipe  # noqa: E402,F401
 from .errors import LorafitError  # noqa: E402,F401
 
 
 def __getattr__(name: str):
-    # lorafit.plan loads torch through the model code: only when asked, so `import lorafit` and
-    # `lorafit --help` start in a fraction of a second
+    # lorafit.plan loads torch (the model code) and load_recipe pydantic: only when asked, so
+    # `import lorafit` and `lorafit --help` start in a fraction of a second
     if name == "plan":
         from .budget import plan
 
         return plan
+    if name == "load_recipe":
+        from .config import load_recipe
+
+        return load_recipe
     raise AttributeError(f"module 'lorafit' has no attribute {name!r}")

@@ -4,10 +4,12 @@ so that a user sees what fine-tuning buys over a classical model."""
 from __future__ import annotations
 
 import time
+import typing
 
+from .choices import BaselineClassifier
 from .config import Recipe
 
-CLASSIFIERS = ("logistic-regression", "linear-svm")
+CLASSIFIERS = typing.get_args(BaselineClassifier)
 
 
 def tfidf_pipeline(seed: int, classifier: str = "logistic-regression"):

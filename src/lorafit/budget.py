@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from .config import Recipe
 from .errors import LorafitError
@@ -199,7 +199,7 @@ def fill_budget(recipe: Recipe, budget: int | None = None, label_names: list[str
 
 
 def with_ranks(recipe: Recipe, r: int, rank_pattern: dict) -> Recipe:
-    return replace(recipe, lora=replace(recipe.lora, r=r, rank_pattern=rank_pattern))
+    return recipe.model_copy(update={"lora": recipe.lora.model_copy(update={"r": r, "rank_pattern": rank_pattern})})
 
 
 def pattern_key(module: str) -> str:

