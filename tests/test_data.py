@@ -173,3 +173,18 @@ def test_filter_by_length_keeps_rows_inside_the_range():
     examples = Examples([f"t{i}" for i in range(101)], [i % 2 for i in range(101)], ["a", "b"])
     kept = filter_by_length(examples, np.arange(101), [1, 99])
     assert kept.texts == [f"t{i}" for i in range(1, 100)]
+
+
+def test_atomic_writes_leave_the_old_file_or_the_whole_new_one(tmp_path):
+    from lorafit.rundir import atomic_file, write_text
+
+    target = write_text(tmp_path / "metrics.json", "old")
+    with pytest.raises(RuntimeError), atomic_file(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("killed while writing")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    with atomic_file(target) as first, atomic_file(target) as second:  # two writers: two temporary names
+        assert first != second
+        first.write_text("one")
+        second.write_text("two")
+    assert target.read_text() == "one" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

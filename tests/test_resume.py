@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import RECIPES
 
-from lorafit.resume import RECIPE_YAML, newest_checkpoint
-from lorafit.rundir import is_complete
+from lorafit.resume import newest_checkpoint
+from lorafit.rundir import RECIPE_YAML, is_complete
 
 
 def command(run_dir, tiny_roberta, agnews_csv, *extra):

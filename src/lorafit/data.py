@@ -6,9 +6,7 @@ import csv
 import hashlib
 import json
 import math
-import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pandas as pd
 from .config import DataConfig
 from .errors import LorafitError
 from .packaged import cache_root
+from .rundir import build_folder
 
 AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 SUFFIX_FORMATS = {
@@ -365,9 +364,7 @@ def _tokenized_key(examples: Examples, tokenizer, max_length: int, padded: bool)
 
 
 def _save_atomically(dataset, folder: Path) -> None:
-    temporary = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     try:
-        dataset.save_to_disk(str(temporary))
-        os.replace(temporary, folder)
+        build_folder(folder, lambda staging: dataset.save_to_disk(str(staging)))
     except OSError:  # a full or read-only disk costs only the cache, never the run
-        shutil.rmtree(temporary, ignore_errors=True)
+        pass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .rundir import atomic_file  # noqa: E402
 
 
 def plot_history(history: list[dict], folder: Path) -> list[Path]:
@@ -71,10 +72,9 @@ def plot_search(trials: list[dict], path: Path) -> Path:
 
 
 def _save(fig, path: Path) -> Path:
-    """Rendered to a temporary name and renamed, so no reader sees half an image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    fig.savefig(temporary, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(temporary, path)
+    try:
+        with atomic_file(path) as temporary:
+            fig.savefig(temporary, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -3,7 +3,6 @@ survive a kill at any moment, the best epoch's weights, and picking the run up a
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -13,11 +12,6 @@ from transformers import TrainerCallback
 from . import rundir
 from .config import Recipe, recipe_from_dict
 from .errors import LorafitError
-
-CHECKPOINTS = "checkpoints"
-CHECKPOINT_DONE = "lorafit-checkpoint-complete"
-BEST_WEIGHTS = "best-epoch.safetensors"
-RECIPE_YAML = "recipe.yaml"
 
 
 def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> None:
@@ -33,7 +27,7 @@ def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) 
         state = (
             "a complete run"
             if rundir.is_complete(run_dir)
-            else f"an incomplete run (resume it: lorafit train {run_dir / RECIPE_YAML} --resume {run_dir})"
+            else f"an incomplete run (resume it: lorafit train {run_dir / rundir.RECIPE_YAML} --resume {run_dir})"
         )
         raise LorafitError(
             f"{run_dir} already holds {state}; pass --overwrite to replace it, or --output-dir for another directory"
@@ -49,14 +43,16 @@ def prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_text(run_dir / RECIPE_YAML, yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True))
+    rundir.write_text(
+        run_dir / rundir.RECIPE_YAML, yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)
+    )
     return None
 
 
 def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
-    path = run_dir / RECIPE_YAML
+    path = run_dir / rundir.RECIPE_YAML
     if not path.is_file():
-        raise LorafitError(f"{run_dir} is not a lorafit run ({RECIPE_YAML} is missing); nothing to resume")
+        raise LorafitError(f"{run_dir} is not a lorafit run ({rundir.RECIPE_YAML} is missing); nothing to resume")
     saved = recipe_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path)).to_dict()
     given = recipe.to_dict()
     for section, values in given.items():
@@ -73,8 +69,8 @@ def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint the Trainer finished writing (marked by CheckpointMarker)."""
-    folder = run_dir / CHECKPOINTS
-    done = [p for p in folder.glob("checkpoint-*") if (p / CHECKPOINT_DONE).is_file()] if folder.is_dir() else []
+    folder = run_dir / rundir.CHECKPOINTS
+    done = [p for p in folder.glob("checkpoint-*") if (p / rundir.CHECKPOINT_DONE).is_file()] if folder.is_dir() else []
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
@@ -87,7 +83,7 @@ class CheckpointMarker(TrainerCallback):
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
-            rundir.write_text(folder / CHECKPOINT_DONE, f"{state.global_step}\n")
+            rundir.write_text(folder / rundir.CHECKPOINT_DONE, f"{state.global_step}\n")
 
 
 class BestEpochWeights(TrainerCallback):
@@ -96,7 +92,7 @@ class BestEpochWeights(TrainerCallback):
     one. Both follow from the Trainer's log history, which a resumed Trainer restores."""
 
     def __init__(self, model, run_dir: Path, patience: int | None, on_best=None):
-        self.model, self.path, self.patience = model, run_dir / BEST_WEIGHTS, patience
+        self.model, self.path, self.patience = model, run_dir / rundir.BEST_WEIGHTS, patience
         self.on_best = on_best or (lambda: None)  # called on every process at each new best epoch
 
     def on_evaluate(self, args, state, control, metrics=None, **_):
@@ -116,9 +112,8 @@ class BestEpochWeights(TrainerCallback):
         from safetensors.torch import save_file
 
         state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        save_file(state, str(temporary), metadata={"accuracy": repr(accuracy), "epoch": repr(epoch)})
-        os.replace(temporary, self.path)
+        with rundir.atomic_file(self.path) as temporary:
+            save_file(state, str(temporary), metadata={"accuracy": repr(accuracy), "epoch": repr(epoch)})
 
     def restore(self) -> None:
         from peft import set_peft_model_state_dict

@@ -1,7 +1,9 @@
-"""The run directory, the unit users share: file names, atomic writes, and reading it back."""
+"""The run directory, the unit users share: every file name in it, the one atomic-write helper,
+and reading it back."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -18,20 +20,35 @@ HISTORY_CSV = "history.csv"
 VALIDATION_PREDICTIONS_CSV = "validation_predictions.csv"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+RECIPE_YAML = "recipe.yaml"  # written first: the run directory is claimed
+PLOTS = "plots"
+CONFUSION_MATRIX_PNG = "plots/confusion_matrix.png"
+CHECKPOINTS = "checkpoints"  # the Trainer's, for --resume; removed when the run completes
+CHECKPOINT_DONE = "lorafit-checkpoint-complete"  # inside a checkpoint, written after all its files
+BEST_WEIGHTS = "best-epoch.safetensors"  # the best epoch so far, while training
 COMPLETE = "COMPLETE"  # written last: a run without it is not finished
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write to a temporary name beside the target, then rename: readers never see half a file."""
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """A unique temporary path beside `path` to write to; once written it is flushed to disk and
+    renamed to `path`, so readers see the old file or the whole new one. Removed on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
+        yield Path(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> Path:
+    with atomic_file(path) as temporary:
+        temporary.write_text(text, encoding="utf-8", newline="")
     return path
 
 
@@ -86,10 +103,10 @@ def read_run_info(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LorafitError(f"run directory {run_dir} not found")
-    if not is_complete(run_dir) and (run_dir / "recipe.yaml").is_file():
+    if not is_complete(run_dir) and (run_dir / RECIPE_YAML).is_file():
         raise LorafitError(
             f"{run_dir} is an incomplete run (training did not finish); resume it with: "
-            f"lorafit train {run_dir / 'recipe.yaml'} --resume {run_dir}"
+            f"lorafit train {run_dir / RECIPE_YAML} --resume {run_dir}"
         )
     # runs from before the COMPLETE marker have no recipe.yaml either; their run.json was written last
     for name in (RUN_JSON, ADAPTER_CONFIG, ADAPTER_WEIGHTS, LABELS_JSON):

@@ -24,7 +24,7 @@ from .frozen import FrozenStatesDataset, collate_states, frozen_states, skip_fro
 from .metrics import classification_metrics, trainer_scores
 from .model import build_lora_model, load_tokenizer, model_identity, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
-from .resume import BEST_WEIGHTS, CHECKPOINTS, BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
+from .resume import BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "learning_rate"]
@@ -182,7 +182,7 @@ def train(
     budget_plan = plan(recipe, label_names)
     budget_plan.check()  # before any weights are loaded or files written
     speed = speed_settings(recipe, budget_plan)
-    args = training_arguments(recipe, run_dir / CHECKPOINTS, speed)  # joins the process group under torchrun
+    args = training_arguments(recipe, run_dir / rundir.CHECKPOINTS, speed)  # joins the process group under torchrun
     speed["processes"] = args.world_size
     main = args.process_index == 0
     with args.main_process_first(local=False, desc="claiming the run directory"):
@@ -253,8 +253,8 @@ def train(
     )
     rundir.publish(staging, run_dir)
     rundir.mark_complete(run_dir)
-    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)  # the best weights are the run's own now
-    (run_dir / BEST_WEIGHTS).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / rundir.CHECKPOINTS, ignore_errors=True)  # the best weights are the run's own now
+    (run_dir / rundir.BEST_WEIGHTS).unlink(missing_ok=True)
     return RunResult(run_dir, metrics, history, budget_plan, wall)
 
 
@@ -321,8 +321,8 @@ def save_run(
     rundir.write_json(run_dir / rundir.LABELS_JSON, label_names)
     rundir.write_json(run_dir / rundir.METRICS_JSON, metrics)
     rundir.write_rows(run_dir / rundir.HISTORY_CSV, history, HISTORY_COLUMNS)
-    plot_history(history, run_dir / "plots")
-    plot_confusion_matrix(metrics["confusion_matrix"], label_names, run_dir / "plots" / "confusion_matrix.png")
+    plot_history(history, run_dir / rundir.PLOTS)
+    plot_confusion_matrix(metrics["confusion_matrix"], label_names, run_dir / rundir.CONFUSION_MATRIX_PNG)
     rundir.write_json(
         run_dir / rundir.RUN_JSON,
         {
