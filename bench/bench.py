@@ -10,7 +10,6 @@ Writes bench/RESULTS.md and bench/results.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import resource
@@ -91,36 +90,10 @@ def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch
     """Training examples/s over `steps` steps after 2 warm-up steps, achieved FLOP/s, peak RSS,
     and a profile of one more step."""
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, set_seed
+    from transformers import TrainerCallback
 
     from lorafit.config import load_recipe
-    from lorafit.data import prepare_splits, tokenize
-    from lorafit.model import build_lora_model, load_tokenizer
-    from lorafit.train import apply_speedups, speed_settings, training_arguments
-
-    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, rows, batch))
-    tokenizer = load_tokenizer(recipe.model)
-    splits = prepare_splits(recipe.data, tokenizer)
-    speed = speed_settings(recipe)
-    set_seed(0)
-    model = apply_speedups(build_lora_model(recipe.model, recipe.lora, splits.info["label_names"]), speed)
-    train_set = tokenize(splits.train, tokenizer, 256, recipe.data.pad_to_max_length)
-    args = dataclasses.replace(
-        training_arguments(recipe, WORK / "scratch", speed),
-        max_steps=steps + 3,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_strategy="no",
-        load_best_model_at_end=False,
-        disable_tqdm=True,
-    )
-    lengths: list[list[int]] = []
-    collate = DataCollatorWithPadding(tokenizer)
-
-    def counting_collator(features):
-        batch_ = collate(features)
-        lengths.append([batch_["input_ids"].shape[1]] * batch_["input_ids"].shape[0])
-        return batch_
+    from lorafit.train import build_trainer
 
     class Clock(TrainerCallback):
         """Times every step; profiles the last one (the profiler's overhead stays out of the timing)."""
@@ -137,16 +110,32 @@ def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch
             if len(self.marks) == steps + 3:
                 self.profiler.stop()
 
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, rows, batch))
     clock = Clock()
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        data_collator=counting_collator,
-        processing_class=tokenizer,
+    # the users' pipeline, only stopped after N steps and without evaluation or checkpoints
+    run = build_trainer(
+        recipe,
+        WORK / "scratch",
         callbacks=[clock],
+        claim=False,
+        max_steps=steps + 3,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
     )
-    trainer.train()
+    trainer, model, speed, train_set = run.trainer, run.model, run.speed, run.trainer.train_dataset
+    lengths: list[list[int]] = []
+    collate = trainer.data_collator
+
+    def counting_collator(features):
+        batch_ = collate(features)
+        lengths.append([batch_["input_ids"].shape[1]] * batch_["input_ids"].shape[0])
+        return batch_
+
+    trainer.data_collator = counting_collator
+    with run.layers_used:
+        trainer.train()
     seconds = clock.marks[steps + 1] - clock.marks[1]
     timed = lengths[2 : 2 + steps]  # batches of steps 3..N+2 (the dataloader may prefetch one more)
     weights, layers, hidden = encoder_linear_params(model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import platform
 import shutil
@@ -159,23 +160,39 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
     )
 
 
-def train(
+@dataclass
+class Pipeline:
+    """Everything a training run is made of, built once by `build_trainer` for train, search and bench."""
+
+    trainer: object
+    model: torch.nn.Module
+    splits: object
+    plan: Plan
+    speed: dict
+    checkpoint: Path | None  # where --resume continues from
+    layers_used: contextlib.AbstractContextManager  # the frozen-layer skip, active while training
+    outputs: ValidationOutputs
+    best: BestEpochWeights
+    clock: EpochClock
+
+    @property
+    def is_main(self) -> bool:
+        return self.trainer.args.process_index == 0
+
+
+def build_trainer(
     recipe: Recipe,
-    output_dir: str | None = None,
-    callbacks: list | None = None,
+    run_dir: Path,
     resume: bool = False,
     overwrite: bool = False,
-) -> RunResult:
-    """Train the recipe and write every artifact of the run; returns its validation metrics.
-
-    The run directory is claimed first (an existing one only with `overwrite`, or `resume` to
-    continue it from its newest complete checkpoint). Artifacts appear by atomic renames and the
-    COMPLETE marker last, so a killed run never looks finished.
-    """
+    callbacks: list | None = None,
+    claim: bool = True,
+    **argument_overrides,
+) -> Pipeline:
+    """Data, budget check, model, speed settings and Trainer for a recipe. `claim=False` (the
+    benchmarks) leaves the run directory alone; `argument_overrides` replace TrainingArguments fields."""
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
-    started = time.time()
-    run_dir = run_directory(recipe, output_dir)
     tokenizer = load_tokenizer(recipe.model)
     splits = prepare_splits(recipe.data, tokenizer)
     label_names = splits.info["label_names"]
@@ -183,30 +200,24 @@ def train(
     budget_plan.check()  # before any weights are loaded or files written
     speed = speed_settings(recipe, budget_plan)
     args = training_arguments(recipe, run_dir / rundir.CHECKPOINTS, speed)  # joins the process group under torchrun
+    if argument_overrides:
+        args = dataclasses.replace(args, **argument_overrides)
     speed["processes"] = args.world_size
-    main = args.process_index == 0
-    with args.main_process_first(local=False, desc="claiming the run directory"):
-        if main:
-            checkpoint = prepare_run_dir(run_dir, recipe, resume, overwrite)
-        else:  # rank 0 has claimed it: only read where to resume from
-            checkpoint = newest_checkpoint(run_dir) if resume else None
+    checkpoint = None
+    if claim:
+        with args.main_process_first(local=False, desc="claiming the run directory"):
+            if args.process_index == 0:
+                checkpoint = prepare_run_dir(run_dir, recipe, resume, overwrite)
+            else:  # rank 0 has claimed it: only read where to resume from
+                checkpoint = newest_checkpoint(run_dir) if resume else None
 
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
-    model = apply_speedups(
-        build_lora_model(
-            recipe.model, recipe.lora, label_names, total_steps=optimizer_steps(recipe, len(splits.train))
-        ),
-        speed,
-    )
+    total_steps = optimizer_steps(recipe, len(splits.train))
+    model = apply_speedups(build_lora_model(recipe.model, recipe.lora, label_names, total_steps=total_steps), speed)
     with args.main_process_first(local=False, desc="tokenizing"):  # one process writes the cache
+        data = recipe.data
         train_set, validation_set = (
-            tokenize(
-                part,
-                tokenizer,
-                recipe.data.max_length,
-                recipe.data.pad_to_max_length,
-                cache=recipe.data.cache_tokenized,
-            )
+            tokenize(part, tokenizer, data.max_length, data.pad_to_max_length, cache=data.cache_tokenized)
             for part in (splits.train, splits.validation)
         )
     collator, layers_used = DataCollatorWithPadding(tokenizer), contextlib.nullcontext()
@@ -230,32 +241,53 @@ def train(
         compute_metrics=outputs,
         callbacks=callbacks,
     )
-    with layers_used:
-        trained = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return Pipeline(trainer, model, splits, budget_plan, speed, checkpoint, layers_used, outputs, best, clock)
+
+
+def train(
+    recipe: Recipe,
+    output_dir: str | None = None,
+    callbacks: list | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
+    """Train the recipe and write every artifact of the run; returns its validation metrics.
+
+    The run directory is claimed first (an existing one only with `overwrite`, or `resume` to
+    continue it from its newest complete checkpoint). Artifacts appear by atomic renames and the
+    COMPLETE marker last, so a killed run never looks finished.
+    """
+    started = time.time()
+    run_dir = run_directory(recipe, output_dir)
+    run = build_trainer(recipe, run_dir, resume, overwrite, callbacks)
+    trainer, speed = run.trainer, run.speed
+    with run.layers_used:
+        trained = trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
         speed["train_examples_per_second"] = trained.metrics.get("train_samples_per_second")
-        speed["epoch_train_examples_per_second"] = [round(len(train_set) / s, 2) for s in clock.seconds]
+        speed["epoch_train_examples_per_second"] = [round(len(trainer.train_dataset) / s, 2) for s in run.clock.seconds]
         trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the best epoch's weights
         # AdaLoRA prunes ranks as it trains: earlier weights no longer fit, so it keeps the last epoch
         adalora = recipe.lora.variant == "adalora"
         if not adalora:
-            best.restore()
-        logits, labels = (outputs.last if adalora else outputs.best) or validation_logits(trainer, validation_set)
+            run.best.restore()
+        best_outputs = run.outputs.last if adalora else run.outputs.best
+        logits, labels = best_outputs or validation_logits(trainer, trainer.eval_dataset)
+    label_names = run.splits.info["label_names"]
     history = epoch_history(trainer.state.log_history)
     metrics = classification_metrics(labels, logits.argmax(-1), label_names)
     metrics["best_epoch"] = best_epoch(history)
     wall = time.time() - started
-    if not main:
-        return RunResult(run_dir, metrics, history, budget_plan, wall, wrote_artifacts=False)
+    if not run.is_main:
+        return RunResult(run_dir, metrics, history, run.plan, wall, wrote_artifacts=False)
     staging = run_dir / ".staging"
-    save_run(staging, recipe, model, tokenizer, label_names, metrics, history, budget_plan, splits.info, speed, wall)
-    save_validation_predictions(
-        staging, splits.validation, logits, labels, evaluation_order(trainer, validation_set), label_names
-    )
+    save_run(staging, recipe, run, metrics, history, wall)
+    order = evaluation_order(trainer, trainer.eval_dataset)
+    save_validation_predictions(staging, run.splits.validation, logits, labels, order, label_names)
     rundir.publish(staging, run_dir)
     rundir.mark_complete(run_dir)
     shutil.rmtree(run_dir / rundir.CHECKPOINTS, ignore_errors=True)  # the best weights are the run's own now
     (run_dir / rundir.BEST_WEIGHTS).unlink(missing_ok=True)
-    return RunResult(run_dir, metrics, history, budget_plan, wall)
+    return RunResult(run_dir, metrics, history, run.plan, wall)
 
 
 def validation_logits(trainer, validation_set):
@@ -313,11 +345,10 @@ def best_epoch(history: list[dict]) -> float | None:
     return max(history, key=lambda row: row["eval_accuracy"])["epoch"] if history else None
 
 
-def save_run(
-    run_dir: Path, recipe: Recipe, model, tokenizer, label_names, metrics, history, budget_plan, data_info, speed, wall
-) -> None:
-    model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors, head included
-    tokenizer.save_pretrained(run_dir)
+def save_run(run_dir: Path, recipe: Recipe, run: Pipeline, metrics: dict, history: list[dict], wall: float) -> None:
+    label_names, budget_plan = run.splits.info["label_names"], run.plan
+    run.model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors, head included
+    run.trainer.processing_class.save_pretrained(run_dir)
     rundir.write_json(run_dir / rundir.LABELS_JSON, label_names)
     rundir.write_json(run_dir / rundir.METRICS_JSON, metrics)
     rundir.write_rows(run_dir / rundir.HISTORY_CSV, history, HISTORY_COLUMNS)
@@ -329,8 +360,8 @@ def save_run(
             "recipe": recipe.to_dict(),
             "base_model": recipe.model.name,  # a name, not a path on this machine
             "label_names": label_names,
-            "data": data_info,
-            "speed": speed,
+            "data": run.splits.info,
+            "speed": run.speed,
             "parameters": {
                 "trainable": budget_plan.trainable,
                 "total": budget_plan.total,
