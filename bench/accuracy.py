@@ -47,6 +47,8 @@ BASE_ROWS = {
         ["data.train_limit=4000", "training.epochs=1", "data.max_length=128", "training.learning_rate=5e-4"],
     ),
     "mpnet-best": ("train", "recipes/mpnet-best.yaml", []),
+    # outside the budget: TF-IDF's linear weights come on top of mpnet-best's trainable parameters
+    "mpnet-best + TF-IDF logistic regression (mean of probabilities)": ("ensemble", "recipes/mpnet-best.yaml", []),
 }
 SETTINGS = {
     "report A on MiniLM": "recipes/minilm-report-a.yaml",
@@ -123,17 +125,12 @@ def base_row(name: str, run_dir: Path | None = None) -> dict:
             "cpu": cpu_label(),
             "command": f"lorafit baseline --data {data} {' '.join(SPLIT)} --classifier {what}",
         }
+    if kind == "ensemble":
+        return ensemble_with_tfidf(name, what, run_dir or base_run_dir("mpnet-best"))
     if run_dir is None:
-        run_dir = WORK / "base" / name.replace(" ", "-").replace(",", "")
+        run_dir = base_run_dir(name)
         lorafit("train", what, f"data.train={LARGE}", *SPLIT, *extra, "--output-dir", str(run_dir), "--overwrite")
-    info = json.loads((run_dir / "run.json").read_text())
-    expected = load_recipe_dict(what, [f"data.train={LARGE}", *SPLIT, *extra])
-    trained = {
-        **info["recipe"],
-        "data": {**info["recipe"]["data"], "train": str((ROOT / info["recipe"]["data"]["train"]).resolve())},
-    }
-    if trained != expected:  # a run given with --from-run must be the row's own command
-        raise SystemExit(f"{run_dir} was not trained with the row's command: {name}")
+    info = trained_as(run_dir, name, what, extra)
     return {
         "setting": name,
         "trainable": info["parameters"]["trainable"],
@@ -145,6 +142,63 @@ def base_row(name: str, run_dir: Path | None = None) -> dict:
         "cpu": cpu_label(info["cpu"]),
         "train_examples_per_second": info["speed"].get("train_examples_per_second"),
         "command": f"lorafit train {what} data.train={data} {' '.join(SPLIT + extra)}",
+    }
+
+
+def base_run_dir(name: str) -> Path:
+    return WORK / "base" / name.replace(" ", "-").replace(",", "")
+
+
+def trained_as(run_dir: Path, name: str, what: str, extra: list[str]) -> dict:
+    """run.json of a finished run, which must be the row's own command."""
+    info = json.loads((run_dir / "run.json").read_text())
+    expected = load_recipe_dict(what, [f"data.train={LARGE}", *SPLIT, *extra])
+    trained = {
+        **info["recipe"],
+        "data": {**info["recipe"]["data"], "train": str((ROOT / info["recipe"]["data"]["train"]).resolve())},
+    }
+    if trained != expected:  # a run given with --from-run must be the row's own command
+        raise SystemExit(f"{run_dir} was not trained with the row's command: {name}")
+    return info
+
+
+def ensemble_with_tfidf(name: str, recipe: str, run_dir: Path) -> dict:
+    """The run's validation probabilities (validation_predictions.csv, in the split's order) averaged
+    with those of TF-IDF + logistic regression trained on the split's whole training part."""
+    import pandas as pd
+
+    from lorafit.baseline import tfidf_pipeline
+    from lorafit.config import load_recipe
+    from lorafit.data import prepare_splits
+    from lorafit.metrics import classification_metrics
+
+    info = trained_as(run_dir, name, recipe, [])
+    start = time.perf_counter()
+    splits = prepare_splits(
+        load_recipe(ROOT / recipe, [f"data.train={LARGE}", *SPLIT, "data.train_limit=null"]).data, None
+    )
+    validation = splits.validation
+    predicted = pd.read_csv(run_dir / "validation_predictions.csv", keep_default_na=False)
+    if predicted.text.tolist() != validation.texts:
+        raise SystemExit(f"{run_dir}/validation_predictions.csv is not this split's validation part")
+    encoder = predicted[[f"p_{label}" for label in info["label_names"]]].to_numpy()
+    tfidf = tfidf_pipeline(42, "logistic-regression").fit(splits.train.texts, splits.train.labels)
+    averaged = (encoder + tfidf.predict_proba(validation.texts)) / 2
+    metrics = classification_metrics(validation.labels, averaged.argmax(-1), info["label_names"])
+    tfidf_weights = tfidf[-1].coef_.size + tfidf[-1].intercept_.size
+    data = str(LARGE.relative_to(ROOT.parent))
+    return {
+        "setting": name,
+        "trainable": info["parameters"]["trainable"],
+        "trainable_label": f"{info['parameters']['trainable']:,} + {tfidf_weights:,} TF-IDF weights",
+        "accuracy": metrics["accuracy"],
+        "f1": metrics["f1"],
+        "n": metrics["n"],
+        "train_rows": len(splits.train),
+        "minutes": info["wall_seconds"] / 60 + (time.perf_counter() - start) / 60,
+        "cpu": cpu_label(info["cpu"]),
+        "command": f"python bench/accuracy.py --base '{name}' --from-run RUN (RUN: lorafit train {recipe} "
+        f"data.train={data} {' '.join(SPLIT)})",
     }
 
 
@@ -170,7 +224,7 @@ def base_report(rows: list[dict], notes: list[str]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
-        trainable = f"{row['trainable']:,}" if row["trainable"] else "-"
+        trainable = row.get("trainable_label") or (f"{row['trainable']:,}" if row["trainable"] else "-")
         lines.append(
             f"| {row['setting']} | {row['train_rows']:,} | {trainable} | {row['accuracy']:.4f} | "
             f"{row['f1']:.4f} | {row['minutes']:.1f} | {row['cpu']} |"
@@ -180,6 +234,7 @@ def base_report(rows: list[dict], notes: list[str]) -> list[str]:
         best = by_name["mpnet-best"]["accuracy"]
         tfidf = max((r["accuracy"] for n, r in by_name.items() if n.startswith("TF-IDF")), default=None)
         reports = max((r["accuracy"] for n, r in by_name.items() if n.startswith("report")), default=None)
+        # the goals are about mpnet-best itself, under the budget: the ensemble row is not counted
         lines += [
             "",
             "| goal | measured | met |",
@@ -260,7 +315,7 @@ def report(results: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for row in results["rows"]:
-        trainable = f"{row['trainable']:,}" if row["trainable"] else "-"
+        trainable = row.get("trainable_label") or (f"{row['trainable']:,}" if row["trainable"] else "-")
         lines.append(
             f"| {row['setting']} | {trainable} | {row['accuracy']:.4f} | {row['f1']:.4f} | {row['minutes']:.1f} |"
         )
