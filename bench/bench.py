@@ -145,7 +145,7 @@ def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch
         "examples_per_s": steps * batch / seconds,
         "gflops": flops / seconds / 1e9,
         "mean_padded_len": sum(map(sum, timed)) / sum(map(len, timed)),
-        "bf16": speed["bf16"],
+        "bf16": speed.bf16,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "train_rows": len(train_set),
         "profile": top_operators(clock.profiler),

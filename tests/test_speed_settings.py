@@ -54,8 +54,8 @@ def test_default_padding_is_per_batch_and_the_reports_padding_is_available(sampl
 def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path):
     recipe = load_recipe(RECIPES / "quickstart.yaml")
     speed = speed_settings(recipe)
-    assert speed["group_by_length"] and speed["dynamic_padding"] and speed["tokenization_cache"]
-    assert speed["bf16"] == bf16_supported()
+    assert speed.group_by_length and speed.dynamic_padding and speed.tokenization_cache
+    assert speed.bf16 == bf16_supported()
     args = training_arguments(recipe, tmp_path, speed)
     assert args.train_sampling_strategy == "group_by_length"
     assert args.bf16 == bf16_supported()
@@ -64,7 +64,7 @@ def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path
         ["training.group_by_length=false", "training.precision=fp32", "data.pad_to_max_length=true"],
     )
     slow = speed_settings(reports)
-    assert not (slow["group_by_length"] or slow["bf16"] or slow["dynamic_padding"])
+    assert not (slow.group_by_length or slow.bf16 or slow.dynamic_padding)
     assert training_arguments(reports, tmp_path, slow).train_sampling_strategy == "random"
 
 

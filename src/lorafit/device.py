@@ -1,7 +1,9 @@
-"""What this machine can do fast: bf16 matmuls, and how many threads to use."""
+"""What this machine can do fast, decided in one place for training and inference: the device,
+bf16 or not, the inference path, threads; and the settings a training run records."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import lru_cache
 
@@ -53,6 +55,37 @@ def cpu_kind() -> str:
 
 def default_cpu_path() -> str:
     return FASTEST_CPU_PATH.get(cpu_kind(), "fp32")
+
+
+def inference_path(precision: str) -> str:
+    """`auto` is the path measured fastest on this kind of CPU (bench/RESULTS.md); others as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if use_bf16("auto") else default_cpu_path()
+
+
+def training_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+@dataclasses.dataclass
+class SpeedSettings:
+    """What makes a training run fast, decided once (train.speed_settings) and recorded in run.json."""
+
+    device: str
+    bf16: bool
+    threads: int
+    frozen_layers_reused: int = 0  # the first trained layer when the frozen ones below are reused, else 0
+    dynamic_padding: bool = True
+    group_by_length: bool = True
+    tokenization_cache: bool = True
+    cpu_dropout: bool = False
+    processes: int = 1
+    train_examples_per_second: float | None = None
+    epoch_train_examples_per_second: list[float] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def use_bf16(precision: str) -> bool:

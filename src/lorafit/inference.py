@@ -12,7 +12,7 @@ import torch
 from . import rundir
 from .config import recipe_from_dict
 from .data import examples_from_table, join_texts, read_table
-from .device import default_cpu_path, use_bf16
+from .device import inference_path
 from .errors import LorafitError
 from .metrics import classification_metrics
 from .model import apply_head, build_base_model, model_identity, resolve_model_path
@@ -74,13 +74,6 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
         model = quantize_int8(model)
     autocast = bf16 and next(model.parameters()).dtype != torch.bfloat16  # a bf16 model needs none
     return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=bf16, autocast=autocast, path=path)
-
-
-def inference_path(precision: str) -> str:
-    """`auto` is the path measured fastest on this kind of CPU (bench/RESULTS.md); others as given."""
-    if precision != "auto":
-        return precision
-    return "bf16" if use_bf16("auto") else default_cpu_path()
 
 
 def for_inference(peft_model, merge: bool, bf16: bool) -> torch.nn.Module:

@@ -19,7 +19,7 @@ from . import rundir
 from .budget import Plan, plan
 from .config import Recipe
 from .data import prepare_splits, tokenize
-from .device import configure_threads, cpu_info, use_bf16
+from .device import SpeedSettings, configure_threads, cpu_info, training_device, use_bf16
 from .errors import LorafitError
 from .frozen import FrozenStatesDataset, collate_states, frozen_states, skip_frozen_layers
 from .metrics import classification_metrics, trainer_scores
@@ -46,22 +46,22 @@ def run_directory(recipe: Recipe, output_dir: str | None = None) -> Path:
     return Path(output_dir or recipe.training.output_dir or Path("runs") / recipe.name)
 
 
-def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> dict:
+def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSettings:
     """What makes this run fast, decided once and recorded in run.json."""
-    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = training_device()
     reuse = recipe.training.reuse_frozen_layers and budget_plan is not None
     if reuse and recipe.model.quantization:
         raise LorafitError("training.reuse_frozen_layers does not combine with model.quantization")
-    return {
-        "frozen_layers_reused": budget_plan.frozen_below if reuse else 0,
-        "dynamic_padding": not recipe.data.pad_to_max_length,
-        "group_by_length": recipe.training.group_by_length,
-        "bf16": use_bf16(recipe.training.precision),
-        "tokenization_cache": recipe.data.cache_tokenized,
-        "threads": configure_threads(recipe.training.threads),
-        "cpu_dropout": recipe.training.cpu_dropout and device == "cpu",
-        "device": device,
-    }
+    return SpeedSettings(
+        device=device,
+        bf16=use_bf16(recipe.training.precision),
+        threads=configure_threads(recipe.training.threads),
+        frozen_layers_reused=budget_plan.frozen_below if reuse else 0,
+        dynamic_padding=not recipe.data.pad_to_max_length,
+        group_by_length=recipe.training.group_by_length,
+        tokenization_cache=recipe.data.cache_tokenized,
+        cpu_dropout=recipe.training.cpu_dropout and device == "cpu",
+    )
 
 
 def optimizer_steps(recipe: Recipe, train_rows: int) -> int:
@@ -109,30 +109,30 @@ class EpochClock(TrainerCallback):
         self.seconds.append(round(time.perf_counter() - self.started, 2))
 
 
-def apply_speedups(model, speed: dict):
+def apply_speedups(model, speed: SpeedSettings):
     """The model-level speed settings: cheap CPU dropout, frozen linear weights stored in bf16."""
-    if speed["cpu_dropout"]:
+    if speed.cpu_dropout:
         install_cpu_dropout(model)
-    if speed["bf16"] and speed["device"] == "cpu":
+    if speed.bf16 and speed.device == "cpu":
         cast_frozen_linears(model)
     return model
 
 
-def reuse_frozen_layers(model, recipe: Recipe, speed: dict, *tokenized):
+def reuse_frozen_layers(model, recipe: Recipe, speed: SpeedSettings, *tokenized):
     """The tokenized splits as datasets of the frozen layers' stored output (computed on first use)."""
-    layer = speed["frozen_layers_reused"]
-    identity = f"{model_identity(resolve_model_path(recipe.model.name))}|bf16={speed['bf16']}"
+    layer = speed.frozen_layers_reused
+    identity = f"{model_identity(resolve_model_path(recipe.model.name))}|bf16={speed.bf16}"
     return tuple(FrozenStatesDataset(part, frozen_states(model, part, layer, identity)) for part in tokenized)
 
 
-def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: dict):
+def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: SpeedSettings):
     from transformers import TrainingArguments
 
     t = recipe.training
     return TrainingArguments(
-        bf16=speed["bf16"],
-        use_cpu=speed["device"] == "cpu",  # the Trainer takes bf16 on a CPU only when told it is one
-        train_sampling_strategy="group_by_length" if speed["group_by_length"] else "random",
+        bf16=speed.bf16,
+        use_cpu=speed.device == "cpu",  # the Trainer takes bf16 on a CPU only when told it is one
+        train_sampling_strategy="group_by_length" if speed.group_by_length else "random",
         output_dir=str(checkpoint_dir),
         learning_rate=t.learning_rate,
         num_train_epochs=t.epochs,
@@ -168,7 +168,7 @@ class Pipeline:
     model: torch.nn.Module
     splits: object
     plan: Plan
-    speed: dict
+    speed: SpeedSettings
     checkpoint: Path | None  # where --resume continues from
     layers_used: contextlib.AbstractContextManager  # the frozen-layer skip, active while training
     outputs: ValidationOutputs
@@ -202,7 +202,7 @@ def build_trainer(
     args = training_arguments(recipe, run_dir / rundir.CHECKPOINTS, speed)  # joins the process group under torchrun
     if argument_overrides:
         args = dataclasses.replace(args, **argument_overrides)
-    speed["processes"] = args.world_size
+    speed.processes = args.world_size
     checkpoint = None
     if claim:
         with args.main_process_first(local=False, desc="claiming the run directory"):
@@ -221,10 +221,10 @@ def build_trainer(
             for part in (splits.train, splits.validation)
         )
     collator, layers_used = DataCollatorWithPadding(tokenizer), contextlib.nullcontext()
-    if speed["frozen_layers_reused"]:
+    if speed.frozen_layers_reused:
         with args.main_process_first(local=False, desc="frozen layers"):
             train_set, validation_set = reuse_frozen_layers(model, recipe, speed, train_set, validation_set)
-        collator, layers_used = collate_states, skip_frozen_layers(model, speed["frozen_layers_reused"])
+        collator, layers_used = collate_states, skip_frozen_layers(model, speed.frozen_layers_reused)
     outputs = ValidationOutputs()
     best = BestEpochWeights(model, run_dir, recipe.training.early_stopping_patience, on_best=outputs.keep_best)
     clock = EpochClock()
@@ -263,8 +263,8 @@ def train(
     trainer, speed = run.trainer, run.speed
     with run.layers_used:
         trained = trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
-        speed["train_examples_per_second"] = trained.metrics.get("train_samples_per_second")
-        speed["epoch_train_examples_per_second"] = [round(len(trainer.train_dataset) / s, 2) for s in run.clock.seconds]
+        speed.train_examples_per_second = trained.metrics.get("train_samples_per_second")
+        speed.epoch_train_examples_per_second = [round(len(trainer.train_dataset) / s, 2) for s in run.clock.seconds]
         trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the best epoch's weights
         # AdaLoRA prunes ranks as it trains: earlier weights no longer fit, so it keeps the last epoch
         adalora = recipe.lora.variant == "adalora"
@@ -361,7 +361,7 @@ def save_run(run_dir: Path, recipe: Recipe, run: Pipeline, metrics: dict, histor
             "base_model": recipe.model.name,  # a name, not a path on this machine
             "label_names": label_names,
             "data": run.splits.info,
-            "speed": run.speed,
+            "speed": run.speed.to_dict(),
             "parameters": {
                 "trainable": budget_plan.trainable,
                 "total": budget_plan.total,
