@@ -218,7 +218,7 @@ def base_report(rows: list[dict], notes: list[str]) -> list[str]:
         "`python bench/accuracy.py --base NAME ...` (each row rerun alone; `--base all` for every row). "
         "`../shared/data/ag_news/train-large.csv` (48,526 rows), one stratified 15% validation split with "
         "seed 42 (7,279 rows). Minutes are the whole `lorafit train` (for mpnet-best: including the one "
-        "pass through the frozen layers 0-8).",
+        "pass through the frozen layers 0-5).",
         "",
         "| setting | training rows | trainable params | validation accuracy | weighted F1 | training minutes | CPU |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
