@@ -200,7 +200,7 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
 
 
 def measure_int8(run_dir: str, repeats: int = 3) -> dict:
-    """--int8 against the default (bf16 on a CPU with bf16 units) and fp32: examples/s (best of
+    """--precision int8 against the default (bf16 on a CPU with bf16 units) and fp32: examples/s (best of
     `repeats`) and accuracy on the run's own validation rows; and the share of linear layers in a
     default-precision pass, which bounds what any faster linear layer can gain."""
     import numpy as np
@@ -507,8 +507,8 @@ def int8(r: dict) -> list[str]:
     lines = [
         "## CPU int8 inference",
         "",
-        f"`lorafit evaluate RUN --int8` against the default ({default} here) and `--precision fp32`, on the "
-        f"MiniLM run above, over its {q['int8']['n']:,} validation rows (best of 3 passes). `--int8` quantizes "
+        f"`lorafit evaluate RUN --precision int8` against the default ({default} here) and `--precision fp32`, on the "
+        f"MiniLM run above, over its {q['int8']['n']:,} validation rows (best of 3 passes). `--precision int8` quantizes "
         "the merged model's linear layers dynamically (int8 weights per output channel, activations per batch).",
         "",
         "| precision | examples/s | vs default | vs fp32 | validation accuracy | change vs fp32 |",
