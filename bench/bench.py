@@ -507,9 +507,10 @@ def int8(r: dict) -> list[str]:
     lines = [
         "## CPU int8 inference",
         "",
-        f"`lorafit evaluate RUN --precision int8` against the default ({default} here) and `--precision fp32`, on the "
-        f"MiniLM run above, over its {q['int8']['n']:,} validation rows (best of 3 passes). `--precision int8` quantizes "
-        "the merged model's linear layers dynamically (int8 weights per output channel, activations per batch).",
+        f"`lorafit evaluate RUN --precision int8` against the default ({default} here) and `--precision fp32`, "
+        f"on the MiniLM run above, over its {q['int8']['n']:,} validation rows (best of 3 passes). "
+        "`--precision int8` quantizes the merged model's linear layers dynamically (int8 weights per output "
+        "channel, activations per batch).",
         "",
         "| precision | examples/s | vs default | vs fp32 | validation accuracy | change vs fp32 |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
