@@ -36,12 +36,17 @@ def classification_metrics(labels, predictions, label_names: list[str]) -> dict:
     }
 
 
+def logits_and_labels(eval_prediction) -> tuple[np.ndarray, np.ndarray]:
+    """The Trainer's evaluation output: the logits (first of a tuple when the model returns more)."""
+    logits = eval_prediction.predictions
+    return (logits[0] if isinstance(logits, tuple) else logits), eval_prediction.label_ids
+
+
 def trainer_scores(eval_prediction) -> dict:
     """The scalars the Trainer logs each epoch and picks the best checkpoint by."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-    logits, labels = eval_prediction.predictions, eval_prediction.label_ids
-    logits = logits[0] if isinstance(logits, tuple) else logits
+    logits, labels = logits_and_labels(eval_prediction)
     predictions = np.argmax(logits, axis=-1)
     precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, average="weighted", zero_division=0)
     return {

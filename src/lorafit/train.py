@@ -22,7 +22,7 @@ from .data import prepare_splits, tokenize
 from .device import SpeedSettings, configure_threads, cpu_info, training_device, use_bf16
 from .errors import LorafitError
 from .frozen import FrozenStatesDataset, collate_states, frozen_states, skip_frozen_layers
-from .metrics import classification_metrics, trainer_scores
+from .metrics import classification_metrics, logits_and_labels, trainer_scores
 from .model import build_lora_model, load_tokenizer, model_identity, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
 from .resume import BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
@@ -77,8 +77,7 @@ class ValidationOutputs:
         self.last = self.best = None
 
     def __call__(self, eval_prediction) -> dict:
-        logits = eval_prediction.predictions
-        self.last = (logits[0] if isinstance(logits, tuple) else logits, eval_prediction.label_ids)
+        self.last = logits_and_labels(eval_prediction)
         return trainer_scores(eval_prediction)
 
     def keep_best(self) -> None:
