@@ -15,6 +15,7 @@ from lorafit.config import load_recipe, recipe_from_dict
 from lorafit.data import Examples, tokenize
 from lorafit.frozen import FrozenStatesDataset, collate_states, first_trained_layer, frozen_states, skip_frozen_layers
 from lorafit.model import build_lora_model, load_tokenizer
+from lorafit.speedups import cast_frozen_linears
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
@@ -60,6 +61,23 @@ def test_stored_states_give_the_same_logits_and_loss(encoder, top, head, request
         assert torch.equal(
             model(**tokenizer.pad({"input_ids": tokenized["input_ids"]}, return_tensors="pt")).logits, full.logits
         )
+
+
+def test_stored_states_of_a_bf16_model_give_its_logits(mpnet_dir, agnews_rows):
+    """With bf16 training (CPUs with AMX or AVX-512 BF16) the frozen linear weights are stored in
+    bf16: the states are computed under autocast, as the training forward pass runs them."""
+    model, tokenizer = lora_on_top(mpnet_dir, [9, 10, 11], "mean")
+    assert cast_frozen_linears(model) > 0
+    tokenized = tokenize(examples(agnews_rows), tokenizer, max_length=64)
+    states = frozen_states(model, tokenized, 9, identity="test bf16 mpnet", bf16=True)
+    batch = collate_states([FrozenStatesDataset(tokenized, states)[i] for i in range(len(tokenized))])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        full = model(**tokenizer.pad({"input_ids": tokenized["input_ids"]}, return_tensors="pt")).logits.float()
+        with skip_frozen_layers(model, 9):
+            cached = model(**batch).logits.float()
+    assert torch.allclose(cached, full, atol=3e-2), (cached - full).abs().max()
+    assert (cached.argmax(-1) == full.argmax(-1)).all()
+    assert cached.std() > 1e-2  # the logits differ across texts: the comparison is not vacuous
 
 
 def test_states_are_stored_once_under_a_key_of_model_layer_and_tokens(tiny_roberta, agnews_rows, monkeypatch):

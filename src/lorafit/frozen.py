@@ -117,18 +117,21 @@ def states_key(model_identity: str, layer: int, input_ids) -> str:
     return digest.hexdigest()[:24]
 
 
-def frozen_states(model: nn.Module, dataset, layer: int, identity: str, batch_tokens: int = 8192) -> FrozenStates:
+def frozen_states(
+    model: nn.Module, dataset, layer: int, identity: str, bf16: bool = False, batch_tokens: int = 8192
+) -> FrozenStates:
     """The hidden states entering `layer` for every example of a tokenized dataset, computed once
-    (eval mode: no dropout) and kept in the cache under a key of the model, layer and token ids."""
+    (eval mode: no dropout; under bf16 autocast as in training when `bf16`) and kept in the cache
+    under a key of the model, layer and token ids."""
     input_ids = dataset["input_ids"]
     folder = cache_root() / "frozen-states" / states_key(identity, layer, input_ids)
     if (folder / "meta.json").is_file():
         return FrozenStates(folder)
-    build_folder(folder, lambda staging: _compute(model, input_ids, layer, staging, batch_tokens))
+    build_folder(folder, lambda staging: _compute(model, input_ids, layer, staging, bf16, batch_tokens))
     return FrozenStates(folder)
 
 
-def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, batch_tokens: int) -> None:
+def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, bf16: bool, batch_tokens: int) -> None:
     from tqdm.auto import tqdm
 
     lengths = np.array([len(ids) for ids in input_ids], dtype=np.int64)
@@ -145,8 +148,14 @@ def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, batch_
     was_training = model.training
     model.eval()
     order = np.argsort(-lengths, kind="stable")  # longest first: the slowest batch shows early
+    # with bf16 training the frozen linear weights are stored in bf16 (speedups.cast_frozen_linears)
+    autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16)
     try:
-        with torch.inference_mode(), tqdm(total=len(order), desc=f"frozen layers 0-{layer - 1}", unit="ex") as bar:
+        with (
+            torch.inference_mode(),
+            autocast,
+            tqdm(total=len(order), desc=f"frozen layers 0-{layer - 1}", unit="ex") as bar,
+        ):
             for batch in _token_batches(order, lengths, batch_tokens):
                 width = int(lengths[batch].max())
                 ids = torch.zeros((len(batch), width), dtype=torch.long)

@@ -121,7 +121,9 @@ def reuse_frozen_layers(model, recipe: Recipe, speed: SpeedSettings, *tokenized)
     """The tokenized splits as datasets of the frozen layers' stored output (computed on first use)."""
     layer = speed.frozen_layers_reused
     identity = f"{model_identity(resolve_model_path(recipe.model.name))}|bf16={speed.bf16}"
-    return tuple(FrozenStatesDataset(part, frozen_states(model, part, layer, identity)) for part in tokenized)
+    return tuple(
+        FrozenStatesDataset(part, frozen_states(model, part, layer, identity, speed.bf16)) for part in tokenized
+    )
 
 
 def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: SpeedSettings):
