@@ -130,6 +130,40 @@ def test_mean_head_averages_real_tokens_only(model_fixture, request):
     torch.testing.assert_close(alone_logits, out_proj(hidden.mean(dim=1))[0], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("head", ["default", "lora-dense", "linear", "mean"])
+def test_heads_are_modules_with_their_dropout_and_no_forward_hooks(head, tiny_roberta):
+    """Report B's extra Dropout(0.3) before the classifier is a module of every head: in front of the
+    stock head, or merged with a pooled head's own dropout (the hidden dropout, 0 here)."""
+    recipe = load_recipe(
+        RECIPES / "agnews-report-b.yaml",
+        [
+            f"model.name={tiny_roberta}",
+            f"model.head={head}",
+            "model.hidden_dropout=0",
+            "model.attention_dropout=0",
+            "lora.lora_dropout=0",
+        ],
+    )
+    model = build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"])
+    assert not [type(m).__name__ for m in model.modules() if m._forward_hooks or m._forward_pre_hooks]
+    base = model.get_base_model()
+    named = dict(base.named_modules())
+    dropout = named.get("pooling.dropout") or named.get("classifier.modules_to_save.default.input_dropout")
+    dropout = dropout or named["classifier.input_dropout"]
+    assert dropout.p == pytest.approx(0.3)
+    batch = {"input_ids": torch.tensor([[0, 5, 6, 2]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    with torch.no_grad():
+        torch.manual_seed(0)
+        first, second = model.train()(**batch).logits, model(**batch).logits
+        assert not torch.equal(first, second)  # the head's dropout acts (no other dropout is left on)
+        dropout.p = 0.0
+        assert torch.equal(model(**batch).logits, model(**batch).logits)
+    if head in ("linear", "mean"):  # with report B's hidden dropout of 0.2: two dropouts in a row, as one
+        recipe.model.hidden_dropout = 0.2
+        pooled = build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"]).get_base_model().pooling
+        assert pooled.dropout.p == pytest.approx(1 - 0.8 * 0.7)
+
+
 def test_dora_adds_one_magnitude_per_output_feature(roberta_dir):
     result = plan(recipe_a(roberta_dir, "lora.use_dora=true"))
     assert result.lora == REPORT_A_MODULES * (7 * 2 * HIDDEN + HIDDEN)

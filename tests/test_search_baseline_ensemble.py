@@ -82,6 +82,12 @@ def test_runs_with_other_heads_reload_to_their_own_metrics(head, tiny_roberta, a
         run = load_run(run_dir, merge=merge, precision="fp32")
         accuracy = (predict_proba(run, validation.texts).argmax(-1) == np.array(validation.labels)).mean()
         assert accuracy == pytest.approx(info["validation"]["accuracy"])
+    saved_head = run_dir / "head_frozen.safetensors"  # RoBERTa's head dense layer: not pretrained, frozen
+    assert saved_head.is_file() == (head == "lora-dense")
+    if head == "lora-dense":  # a run from before the head was saved: told how to retrain
+        saved_head.unlink()
+        with pytest.raises(LorafitError, match="retrain it: lorafit train .*recipe.yaml --overwrite"):
+            load_run(run_dir)
 
 
 def test_search_keeps_every_trial_in_budget_and_writes_the_best_recipe(tiny_roberta, agnews_csv, tmp_path):

@@ -1,11 +1,14 @@
 """The fast defaults: per-batch padding, length-grouped batches, bf16 where supported, a tokenization cache."""
 
+import importlib.util
+import json
+
 import pytest
-from conftest import RECIPES
+from conftest import RECIPES, ROOT
 
 from lorafit.config import DataConfig, ModelConfig, load_recipe
 from lorafit.data import cache_root, load_examples, tokenize
-from lorafit.device import bf16_supported, use_bf16
+from lorafit.device import FASTEST_CPU_PATH, bf16_supported, cpu_kind, inference_path, use_bf16
 from lorafit.model import load_tokenizer
 from lorafit.train import speed_settings, training_arguments
 
@@ -71,3 +74,18 @@ def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path
 def test_precision_setting():
     assert use_bf16("bf16") and not use_bf16("fp32")
     assert use_bf16("auto") == bf16_supported()
+
+
+def test_the_default_inference_path_is_the_one_measured_fastest_on_each_kind_of_cpu():
+    """`--precision auto` follows bench/PATHS.md: each CPU kind measured there defaults to its fastest
+    qualifying path, recomputed here from the recorded measurements."""
+    spec = importlib.util.spec_from_file_location("bench_paths", ROOT / "bench" / "paths.py")
+    paths = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paths)
+    measured = json.loads((ROOT / "bench" / "paths.json").read_text())
+    assert measured
+    for kind, entry in measured.items():
+        assert paths.fastest(entry["models"]) == entry["fastest"] == FASTEST_CPU_PATH[kind], kind
+    if cpu_kind() in FASTEST_CPU_PATH:
+        assert inference_path("auto") == FASTEST_CPU_PATH[cpu_kind()]
+    assert inference_path("int8") == "int8"

@@ -14,8 +14,9 @@ from .config import recipe_from_dict
 from .data import examples_from_table, join_texts, read_table
 from .device import inference_path
 from .errors import LorafitError
+from .heads import apply_head, frozen_head_weights, load_frozen_head_weights
 from .metrics import classification_metrics
-from .model import apply_head, build_base_model, model_identity, resolve_model_path
+from .model import build_base_model, model_identity, resolve_model_path
 from .onnx_engine import ORT_PATHS, build_graph, cached_graph, export_key, onnx_classifier, require_onnxruntime
 
 
@@ -57,7 +58,8 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
             graph = build_graph(merged, tokenizer, key, int8=path == "ort-int8")
         return LoadedRun(run_dir, onnx_classifier(graph), tokenizer, label_names, info, path=path)
     base = build_base_model(recipe.model, label_names)
-    apply_head(base, recipe.model.head)
+    apply_head(base, recipe.model.head, recipe.model.classifier_dropout)
+    restore_frozen_head(base, run_dir, recipe)
     int8 = path == "int8"
     bf16 = path == "bf16"
     try:
@@ -74,6 +76,21 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
         model = quantize_int8(model)
     autocast = bf16 and next(model.parameters()).dtype != torch.bfloat16  # a bf16 model needs none
     return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=bf16, autocast=autocast, path=path)
+
+
+def restore_frozen_head(base, run_dir: Path, recipe) -> None:
+    """The head weights that the run saved beside its adapter (RoBERTa's dense layer under lora-dense)."""
+    if not frozen_head_weights(base, recipe.model.head):
+        return
+    saved = run_dir / rundir.HEAD_WEIGHTS
+    if not saved.is_file():
+        raise LorafitError(
+            f"{run_dir}: trained before lorafit saved the head's frozen dense layer ({rundir.HEAD_WEIGHTS}, "
+            f"model.head=lora-dense); retrain it: lorafit train {run_dir / rundir.RECIPE_YAML} --overwrite"
+        )
+    from safetensors.torch import load_file
+
+    load_frozen_head_weights(base, load_file(saved))
 
 
 def for_inference(peft_model, merge: bool, bf16: bool) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""The base encoder, its dropout, the classifier head and the LoRA adapter around them."""
+"""The base encoder, its dropout and the LoRA adapter around it and its head (heads.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .config import LoraSettings, ModelConfig
 from .errors import LorafitError
+from .heads import apply_head
 from .packaged import packaged_model_folder
 
 # encoder blocks live in a ModuleList: roberta.encoder.layer.3, distilbert.transformer.layer.3, h.3 ...
@@ -282,115 +282,6 @@ def lora_config(
     )
 
 
-class FirstToken(torch.nn.Module):
-    """Stands in for a BERT pooler: the first token's hidden state, without the dense layer."""
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return hidden_states[:, 0]
-
-
-class MaskedMean(torch.nn.Module):
-    """The mean of the final hidden states over real tokens (how sentence-transformers encoders
-    such as all-MiniLM-L6-v2 were trained). A pooler or classifier is handed only the hidden
-    states, so `watch_attention_mask` copies the encoder's mask here before each forward pass."""
-
-    def __init__(self):
-        super().__init__()
-        self.attention_mask = None
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.attention_mask is None:
-            return hidden_states.mean(dim=1)
-        weights = self.attention_mask[..., None].to(hidden_states.dtype)
-        return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
-
-
-def watch_attention_mask(model, encoder: torch.nn.Module) -> None:
-    """Hand the encoder's attention mask to every MaskedMean in the model. Looked up at call time,
-    since PEFT may replace the head by a copy after this hook is registered."""
-
-    def share_mask(module, args, kwargs):
-        for pool in model.modules():
-            if isinstance(pool, MaskedMean):
-                pool.attention_mask = kwargs.get("attention_mask")
-
-    encoder.register_forward_pre_hook(share_mask, with_kwargs=True)
-
-
-class PooledLinear(torch.nn.Module):
-    """The `linear` and `mean` heads: pooling, dropout and one linear layer."""
-
-    def __init__(self, pool: torch.nn.Module, hidden_size: int, num_labels: int, dropout: float, init_std: float):
-        super().__init__()
-        self.pool = pool
-        self.dropout = torch.nn.Dropout(dropout)
-        self.out_proj = torch.nn.Linear(hidden_size, num_labels)
-        torch.nn.init.normal_(self.out_proj.weight, std=init_std)
-        torch.nn.init.zeros_(self.out_proj.bias)
-
-    def forward(self, features: torch.Tensor, **_) -> torch.Tensor:
-        return self.out_proj(self.dropout(self.pool(features)))
-
-
-def _fixed_init(linear: torch.nn.Linear, std: float) -> None:
-    """RoBERTa's head dense layer is not pretrained; frozen under `lora-dense`, it is not saved with
-    the adapter, so it is drawn from a fixed seed: every load rebuilds the same projection."""
-    if linear.weight.device.type == "meta":
-        return
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * std)
-        linear.bias.zero_()
-
-
-def apply_head(model, head: str) -> dict:
-    """Reshape the classifier for `model.head`; returns the LoRA targets and trainable modules it
-    adds: {"targets": [...], "modules_to_save": [...] or None (the task type's default)}."""
-    if head == "default":
-        return {"targets": [], "modules_to_save": None}
-    classifier = getattr(model, "classifier", None)
-    encoder = getattr(model, model.base_model_prefix, None)
-    pooler_dense = getattr(getattr(encoder, "pooler", None), "dense", None)
-    config = model.config
-    pool = MaskedMean() if head == "mean" else FirstToken()
-    if head == "mean" and encoder is not None:
-        watch_attention_mask(model, encoder)
-    if classifier is not None and hasattr(classifier, "dense") and hasattr(classifier, "out_proj"):
-        if head in ("linear", "mean"):  # RoBERTa-style head: dense + tanh + out_proj on the first token
-            device = next(classifier.parameters()).device
-            with torch.device(device):
-                model.classifier = PooledLinear(
-                    pool, config.hidden_size, config.num_labels, classifier.dropout.p, config.initializer_range
-                )
-            return {"targets": [], "modules_to_save": None}
-        _fixed_init(classifier.dense, config.initializer_range)
-        return {"targets": ["classifier.dense"], "modules_to_save": ["classifier.out_proj"]}
-    if isinstance(classifier, torch.nn.Linear) and pooler_dense is not None:  # BERT-style: pooler + linear
-        if head in ("linear", "mean"):
-            encoder.pooler = pool
-            return {"targets": [], "modules_to_save": None}
-        return {"targets": [f"{model.base_model_prefix}.pooler.dense"], "modules_to_save": ["classifier"]}
-    raise LorafitError(f"model.head={head} is not available for {type(model).__name__}; use model.head=default")
-
-
-def add_classifier_dropout(peft_model, probability: float) -> None:
-    """Dropout on the head's input, as a hook so the saved weights keep the model's own layout."""
-    head = _classifier_module(peft_model)
-
-    def drop_input(module, args):
-        return (F.dropout(args[0], probability, training=module.training), *args[1:])
-
-    head.register_forward_pre_hook(drop_input)
-
-
-def _classifier_module(peft_model) -> torch.nn.Module:
-    base = peft_model.get_base_model()
-    for name in ("classifier", "score", "pre_classifier"):
-        if hasattr(base, name):
-            return getattr(base, name)
-    raise LorafitError(f"model.classifier_dropout: no classifier head found in {type(base).__name__}")
-
-
 def build_lora_model(
     model_cfg: ModelConfig, lora: LoraSettings, label_names: list[str], weights: bool = True, total_steps: int = 1000
 ):
@@ -398,14 +289,11 @@ def build_lora_model(
     from peft import get_peft_model
 
     base = build_base_model(model_cfg, label_names, weights=weights, quantize=True)
-    head = apply_head(base, model_cfg.head)
+    head = apply_head(base, model_cfg.head, model_cfg.classifier_dropout)
     if weights and model_cfg.quantization:
         from peft import prepare_model_for_kbit_training
 
         # norms and head in fp32, gradient checkpointing (QLoRA is about memory), gradients into the inputs
         base = prepare_model_for_kbit_training(base, gradient_checkpointing_kwargs={"use_reentrant": False})
     targets = resolve_targets(base, lora.targets) + head["targets"]
-    model = get_peft_model(base, lora_config(lora, targets, head["modules_to_save"], total_steps))
-    if model_cfg.classifier_dropout:
-        add_classifier_dropout(model, model_cfg.classifier_dropout)
-    return model
+    return get_peft_model(base, lora_config(lora, targets, head["modules_to_save"], total_steps))

@@ -22,6 +22,7 @@ from .data import prepare_splits, tokenize
 from .device import SpeedSettings, configure_threads, cpu_info, training_device, use_bf16
 from .errors import LorafitError
 from .frozen import FrozenStatesDataset, collate_states, frozen_states, skip_frozen_layers
+from .heads import frozen_head_weights
 from .metrics import classification_metrics, logits_and_labels, trainer_scores
 from .model import build_lora_model, load_tokenizer, model_identity, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
@@ -349,6 +350,12 @@ def best_epoch(history: list[dict]) -> float | None:
 def save_run(run_dir: Path, recipe: Recipe, run: Pipeline, metrics: dict, history: list[dict], wall: float) -> None:
     label_names, budget_plan = run.splits.info["label_names"], run.plan
     run.model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors, head included
+    frozen_head = frozen_head_weights(run.model.get_base_model(), recipe.model.head)
+    if frozen_head:
+        from safetensors.torch import save_file
+
+        with rundir.atomic_file(run_dir / rundir.HEAD_WEIGHTS) as path:
+            save_file(frozen_head, str(path))
     run.trainer.processing_class.save_pretrained(run_dir)
     rundir.write_json(run_dir / rundir.LABELS_JSON, label_names)
     rundir.write_json(run_dir / rundir.METRICS_JSON, metrics)
