@@ -46,6 +46,7 @@ BASE_ROWS = {
         "recipes/mpnet-report-b.yaml",
         ["data.train_limit=4000", "training.epochs=1", "data.max_length=128", "training.learning_rate=5e-4"],
     ),
+    "mpnet-best-avx2 (for CPUs without bf16 units)": ("train", "recipes/mpnet-best-avx2.yaml", []),
     "mpnet-best": ("train", "recipes/mpnet-best.yaml", []),
     # outside the budget: TF-IDF's linear weights come on top of mpnet-best's trainable parameters
     "mpnet-best + TF-IDF logistic regression (mean of probabilities)": ("ensemble", "recipes/mpnet-best.yaml", []),
@@ -218,7 +219,7 @@ def base_report(rows: list[dict], notes: list[str]) -> list[str]:
         "`python bench/accuracy.py --base NAME ...` (each row rerun alone; `--base all` for every row). "
         "`../shared/data/ag_news/train-large.csv` (48,526 rows), one stratified 15% validation split with "
         "seed 42 (7,279 rows). Minutes are the whole `lorafit train` (for mpnet-best: including the one "
-        "pass through the frozen layers 0-5).",
+        "pass through its frozen lower layers).",
         "",
         "| setting | training rows | trainable params | validation accuracy | weighted F1 | training minutes | CPU |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",

@@ -116,8 +116,9 @@ def test_mpnet_report_recipes_count_exactly_as_on_roberta(mpnet_dir):
     assert sorted(b.lora_by_target["attention.attn.q"]) == [0, 1, 5, 10]
 
 
-def test_mpnet_best_fits_and_reuses_the_layers_below_its_lowest_target(mpnet_dir):
-    recipe = load_recipe(RECIPES / "mpnet-best.yaml")
+@pytest.mark.parametrize("name", ["mpnet-best.yaml", "mpnet-best-avx2.yaml"])
+def test_mpnet_best_fits_and_reuses_the_layers_below_its_lowest_target(mpnet_dir, name):
+    recipe = load_recipe(RECIPES / name)
     best = plan(recipe)
     assert best.fits and best.trainable > 990_000
     lowest = min(layer for target in recipe.lora.targets for layer in target["layers"])
