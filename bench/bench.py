@@ -166,6 +166,7 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
     """Examples/s of prediction over `rows` texts; predictions saved for the agreement check."""
     import numpy as np
     import pandas as pd
+    import torch
 
     from lorafit.config import load_recipe
     from lorafit.device import use_bf16
@@ -179,10 +180,18 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
         recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, 100, 32))
         bf16 = pipeline == "lorafit" and use_bf16("auto")
         model = for_inference(
-            build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"]), merge=pipeline == "lorafit", bf16=bf16
+            build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"]),
+            merge=pipeline == "lorafit",
+            half=torch.bfloat16 if bf16 else None,
         )
         run = LoadedRun(
-            WORK, model, load_tokenizer(recipe.model), ["a", "b", "c", "d"], {"recipe": recipe.to_dict()}, bf16=bf16
+            WORK,
+            model,
+            load_tokenizer(recipe.model),
+            ["a", "b", "c", "d"],
+            {"recipe": recipe.to_dict()},
+            bf16=bf16,
+            path="bf16" if bf16 else "fp32",
         )
     start = time.perf_counter()
     if pipeline == "reports":

@@ -213,7 +213,9 @@ class TrainingConfig(Section):
         True, description="batch examples of similar length together, so little padding is computed"
     )
     precision: TrainingPrecision = Field(
-        "auto", description="auto: bf16 autocast where the hardware has bf16 units, else fp32"
+        "auto",
+        description="auto: bf16 autocast where the hardware has bf16 units, else fp32; fp16: fp16 autocast "
+        "with loss scaling, for GPUs without bf16 (not on a CPU)",
     )
     threads: int | None = Field(
         None, ge=1, description="torch intra-op threads; default: torch's choice (one per core)"

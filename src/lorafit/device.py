@@ -74,6 +74,7 @@ class SpeedSettings:
 
     device: str
     bf16: bool
+    fp16: bool
     threads: int
     frozen_layers_reused: int = 0  # the first trained layer when the frozen ones below are reused, else 0
     dynamic_padding: bool = True
@@ -90,6 +91,9 @@ class SpeedSettings:
 
 def use_bf16(precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and bf16_supported())
+
+
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def configure_threads(threads: int | None) -> int:

@@ -12,7 +12,7 @@ import torch
 from . import rundir
 from .config import recipe_from_dict
 from .data import examples_from_table, join_texts, read_table
-from .device import inference_path
+from .device import HALF_DTYPES, inference_path
 from .errors import LorafitError
 from .heads import apply_head, frozen_head_weights, load_frozen_head_weights
 from .metrics import classification_metrics
@@ -28,8 +28,12 @@ class LoadedRun:
     label_names: list[str]
     info: dict
     bf16: bool = False
-    autocast: bool = False  # bf16 autocast around a model whose weights are not bf16 (a GPU)
-    path: str = "fp32"  # the inference path: bf16 | fp32 | int8 | ort-fp32 | ort-int8
+    autocast: bool = False  # half-precision autocast around a model whose weights are not (a GPU)
+    path: str = "fp32"  # the inference path: bf16 | fp16 | fp32 | int8 | ort-fp32 | ort-int8
+
+    @property
+    def half(self) -> torch.dtype | None:
+        return HALF_DTYPES.get(self.path)
 
     @functools.cached_property
     def recipe(self):  # parsed once: serve reads it for every micro-batch
@@ -61,7 +65,6 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
     apply_head(base, recipe.model.head, recipe.model.classifier_dropout)
     restore_frozen_head(base, run_dir, recipe)
     int8 = path == "int8"
-    bf16 = path == "bf16"
     try:
         adapted = PeftModel.from_pretrained(base, run_dir)
     except (RuntimeError, ValueError, KeyError) as e:  # shape or module-name mismatch
@@ -71,11 +74,12 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
             f"{run_dir}: the adapter does not fit the base model '{recipe.model.name}' with "
             f"{len(label_names)} labels ({detail[:240]})"
         ) from None
-    model = for_inference(adapted, merge, bf16)
+    half = HALF_DTYPES.get(path)
+    model = for_inference(adapted, merge, half)
     if int8:
         model = quantize_int8(model)
-    autocast = bf16 and next(model.parameters()).dtype != torch.bfloat16  # a bf16 model needs none
-    return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=bf16, autocast=autocast, path=path)
+    autocast = half is not None and next(model.parameters()).dtype != half  # a half-precision model needs none
+    return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=path == "bf16", autocast=autocast, path=path)
 
 
 def restore_frozen_head(base, run_dir: Path, recipe) -> None:
@@ -93,14 +97,14 @@ def restore_frozen_head(base, run_dir: Path, recipe) -> None:
     load_frozen_head_weights(base, load_file(saved))
 
 
-def for_inference(peft_model, merge: bool, bf16: bool) -> torch.nn.Module:
-    """Frozen, in eval mode, merged. On a CPU with bf16 units the merged model is stored wholly in
-    bf16 and run without autocast: autocast would keep layer norms in fp32 and cast activations
+def for_inference(peft_model, merge: bool, half: torch.dtype | None = None) -> torch.nn.Module:
+    """Frozen, in eval mode, merged. In bf16 (or fp16) on a CPU the merged model is stored wholly in
+    that precision and run without autocast: autocast would keep layer norms in fp32 and cast activations
     back and forth around them (a third more throughput at batch 32 for MiniLM, bench/RESULTS.md)."""
     model = peft_model.merge_and_unload() if merge else peft_model
     model.eval().requires_grad_(False)
-    if merge and bf16 and next(model.parameters()).device.type == "cpu":
-        model.to(torch.bfloat16)
+    if merge and half is not None and next(model.parameters()).device.type == "cpu":
+        model.to(half)
     return model
 
 
@@ -141,7 +145,7 @@ def predict_proba(
 
         batches = tqdm(batches, desc="predict", unit="batch")
     device_type = "cuda" if torch.cuda.is_available() and run.path not in ORT_PATHS else "cpu"
-    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=run.autocast):
+    with torch.inference_mode(), torch.autocast(device_type, dtype=run.half or torch.bfloat16, enabled=run.autocast):
         for rows in batches:
             logits = run.model(**padded(encoded, rows, run.tokenizer.pad_token_id)).logits
             probabilities[rows] = torch.softmax(logits.float(), dim=-1).numpy()
