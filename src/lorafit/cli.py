@@ -126,8 +126,8 @@ def _run_command(commands, name: str, help: str, reads_files: bool = False) -> a
         "--precision",
         choices=typing.get_args(InferencePrecision),
         default="auto",
-        help="the inference path. auto: the one measured fastest on this kind of "
-        "CPU (bf16 where the hardware has bf16 units); int8: dynamic int8 linear layers in "
+        help="the inference path. auto: the one measured fastest on this kind of CPU (bench/PATHS.md); "
+        "bf16 / fp16: the merged model stored in that precision; int8: dynamic int8 linear layers in "
         "PyTorch; ort-fp32 / ort-int8: the merged model exported to ONNX, run by onnxruntime",
     )
     if reads_files:
