@@ -169,7 +169,7 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
     import torch
 
     from lorafit.config import load_recipe
-    from lorafit.device import use_bf16
+    from lorafit.device import bf16_supported
     from lorafit.inference import LoadedRun, for_inference, load_run, predict_proba
     from lorafit.model import build_lora_model, load_tokenizer
 
@@ -178,7 +178,7 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
         run = load_run(run_dir, merge=pipeline == "lorafit", precision="fp32" if pipeline == "reports" else "auto")
     else:  # an untrained adapter on random roberta-base weights: speed only
         recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, 100, 32))
-        bf16 = pipeline == "lorafit" and use_bf16("auto")
+        bf16 = pipeline == "lorafit" and bf16_supported()
         model = for_inference(
             build_lora_model(recipe.model, recipe.lora, ["a", "b", "c", "d"]),
             merge=pipeline == "lorafit",

@@ -8,7 +8,8 @@ from conftest import RECIPES, ROOT
 
 from lorafit.config import DataConfig, ModelConfig, load_recipe
 from lorafit.data import cache_root, load_examples, tokenize
-from lorafit.device import FASTEST_CPU_PATH, bf16_supported, cpu_kind, inference_path, use_bf16
+from lorafit.device import FASTEST_CPU_PATH, bf16_supported, cpu_kind, inference_path, training_precision
+from lorafit.errors import LorafitError
 from lorafit.model import load_tokenizer
 from lorafit.train import speed_settings, training_arguments
 
@@ -72,8 +73,11 @@ def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path
 
 
 def test_precision_setting():
-    assert use_bf16("bf16") and not use_bf16("fp32")
-    assert use_bf16("auto") == bf16_supported()
+    assert training_precision("bf16", "cpu") == "bf16" and training_precision("fp32", "cpu") == "fp32"
+    assert training_precision("auto", "cpu") == ("bf16" if bf16_supported() else "fp32")
+    assert training_precision("fp16", "cuda") == "fp16"
+    with pytest.raises(LorafitError, match="training.precision=fp16 trains on a GPU only"):
+        training_precision("fp16", "cpu")
 
 
 def test_the_default_inference_path_is_the_one_measured_fastest_on_each_kind_of_cpu():

@@ -7,8 +7,15 @@ from typing import Literal
 Scheduler = Literal[
     "cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt"
 ]
-TrainingPrecision = Literal["auto", "bf16", "fp16", "fp32"]
+# The half precisions: the torch dtype, and whether a CPU trains in it (accelerate applies no fp16
+# autocast on a CPU). Training (the TrainingArguments flag of the same name), inference (the merged
+# model stored in that dtype), the schema and the CLI all read this table: a new one is an entry here.
+HALF_PRECISIONS = {
+    "bf16": {"dtype": "bfloat16", "trains_on_cpu": True},
+    "fp16": {"dtype": "float16", "trains_on_cpu": False},
+}
+TrainingPrecision = Literal[("auto", *HALF_PRECISIONS, "fp32")]
 # inference adds PyTorch's dynamic int8 and onnxruntime's paths to the training precisions
-InferencePrecision = Literal["auto", "bf16", "fp16", "fp32", "int8", "ort-fp32", "ort-int8"]
+InferencePrecision = Literal[("auto", *HALF_PRECISIONS, "fp32", "int8", "ort-fp32", "ort-int8")]
 # `lorafit baseline --classifier`: the linear model on the TF-IDF features
 BaselineClassifier = Literal["logistic-regression", "linear-svm"]

@@ -9,6 +9,9 @@ from functools import lru_cache
 
 import torch
 
+from .choices import HALF_PRECISIONS
+from .errors import LorafitError
+
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -73,8 +76,7 @@ class SpeedSettings:
     """What makes a training run fast, decided once (train.speed_settings) and recorded in run.json."""
 
     device: str
-    bf16: bool
-    fp16: bool
+    precision: str  # what the run trains in: a HALF_PRECISIONS name or fp32
     threads: int
     frozen_layers_reused: int = 0  # the first trained layer when the frozen ones below are reused, else 0
     dynamic_padding: bool = True
@@ -85,15 +87,26 @@ class SpeedSettings:
     train_examples_per_second: float | None = None
     epoch_train_examples_per_second: list[float] = dataclasses.field(default_factory=list)
 
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "bf16": self.bf16}
 
 
-def use_bf16(precision: str) -> bool:
-    return precision == "bf16" or (precision == "auto" and bf16_supported())
+HALF_DTYPES = {name: getattr(torch, spec["dtype"]) for name, spec in HALF_PRECISIONS.items()}
 
 
-HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+def training_precision(precision: str, device: str) -> str:
+    """What a run trains in: `auto` is bf16 where the hardware has bf16 units, else fp32."""
+    chosen = ("bf16" if bf16_supported() else "fp32") if precision == "auto" else precision
+    if device == "cpu" and not HALF_PRECISIONS.get(chosen, {"trains_on_cpu": True})["trains_on_cpu"]:
+        raise LorafitError(
+            f"training.precision={chosen} trains on a GPU only (on a CPU, accelerate applies no {chosen} "
+            "autocast); use training.precision=bf16 (CPUs with AMX or AVX-512 BF16) or fp32"
+        )
+    return chosen
 
 
 def configure_threads(threads: int | None) -> int:

@@ -17,9 +17,10 @@ from transformers import TrainerCallback
 
 from . import rundir
 from .budget import Plan, plan
+from .choices import HALF_PRECISIONS
 from .config import Recipe
 from .data import prepare_splits, tokenize
-from .device import SpeedSettings, configure_threads, cpu_info, training_device, use_bf16
+from .device import SpeedSettings, configure_threads, cpu_info, training_device, training_precision
 from .errors import LorafitError
 from .frozen import FrozenStatesDataset, collate_states, frozen_states, skip_frozen_layers
 from .heads import frozen_head_weights
@@ -53,15 +54,9 @@ def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSett
     reuse = recipe.training.reuse_frozen_layers and budget_plan is not None
     if reuse and recipe.model.quantization:
         raise LorafitError("training.reuse_frozen_layers does not combine with model.quantization")
-    if recipe.training.precision == "fp16" and device == "cpu":  # accelerate would train in fp32 without a word
-        raise LorafitError(
-            "training.precision=fp16 trains on a GPU only (on a CPU, accelerate applies no fp16 autocast); "
-            "use training.precision=bf16 (CPUs with AMX or AVX-512 BF16) or fp32"
-        )
     return SpeedSettings(
         device=device,
-        bf16=use_bf16(recipe.training.precision),
-        fp16=recipe.training.precision == "fp16",
+        precision=training_precision(recipe.training.precision, device),
         threads=configure_threads(recipe.training.threads),
         frozen_layers_reused=budget_plan.frozen_below if reuse else 0,
         dynamic_padding=not recipe.data.pad_to_max_length,
@@ -138,8 +133,7 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: SpeedSetting
 
     t = recipe.training
     return TrainingArguments(
-        bf16=speed.bf16,
-        fp16=speed.fp16,
+        **({speed.precision: True} if speed.precision in HALF_PRECISIONS else {}),  # bf16=True / fp16=True
         use_cpu=speed.device == "cpu",  # the Trainer takes bf16 on a CPU only when told it is one
         train_sampling_strategy="group_by_length" if speed.group_by_length else "random",
         output_dir=str(checkpoint_dir),
