@@ -190,7 +190,6 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
             load_tokenizer(recipe.model),
             ["a", "b", "c", "d"],
             {"recipe": recipe.to_dict()},
-            bf16=bf16,
             path="bf16" if bf16 else "fp32",
         )
     start = time.perf_counter()

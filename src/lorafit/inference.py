@@ -27,13 +27,16 @@ class LoadedRun:
     tokenizer: object
     label_names: list[str]
     info: dict
-    bf16: bool = False
     autocast: bool = False  # half-precision autocast around a model whose weights are not (a GPU)
     path: str = "fp32"  # the inference path: bf16 | fp16 | fp32 | int8 | ort-fp32 | ort-int8
 
     @property
     def half(self) -> torch.dtype | None:
         return HALF_DTYPES.get(self.path)
+
+    @property
+    def bf16(self) -> bool:
+        return self.path == "bf16"
 
     @functools.cached_property
     def recipe(self):  # parsed once: serve reads it for every micro-batch
@@ -79,7 +82,7 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
     if int8:
         model = quantize_int8(model)
     autocast = half is not None and next(model.parameters()).dtype != half  # a half-precision model needs none
-    return LoadedRun(run_dir, model, tokenizer, label_names, info, bf16=path == "bf16", autocast=autocast, path=path)
+    return LoadedRun(run_dir, model, tokenizer, label_names, info, autocast=autocast, path=path)
 
 
 def restore_frozen_head(base, run_dir: Path, recipe) -> None:
