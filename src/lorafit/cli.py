@@ -1,5 +1,5 @@
-"""`lorafit plan | train | search | baseline | evaluate | predict | classify | serve`: parse, call the library,
-print."""
+"""`lorafit plan | train | search | baseline | evaluate | predict | classify | serve | info | schema`: parse,
+call the library, print."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import typing
 import warnings
 
+from .allocator import preload as preload_allocator
 from .choices import BaselineClassifier, InferencePrecision
 from .errors import LorafitError
 
@@ -101,6 +102,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more concurrent requests"
     )
     serve.add_argument("--no-batching", action="store_true", help="one forward pass per request (for comparison)")
+
+    info = commands.add_parser("info", help="this machine: CPU, what lorafit runs by default, allocator, versions")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
 
     schema = commands.add_parser("schema", help="the recipe schema: JSON Schema for editors, or the Markdown key table")
     schema.add_argument("--markdown", action="store_true", help="the table of recipe keys (as in the README)")
@@ -318,6 +322,22 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_info(args) -> int:
+    from .device import machine_report
+
+    report = machine_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    cpu = report.pop("cpu")
+    print(f"cpu\t{cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags']) or 'no AVX2'}")
+    versions = report.pop("versions")
+    for key, value in report.items():
+        print(f"{key}\t{value}")
+    print("versions\t" + ", ".join(f"{name} {version}" for name, version in versions.items()))
+    return 0
+
+
 def cmd_schema(args) -> int:
     from .config import json_schema, keys_markdown
 
@@ -334,6 +354,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "classify": cmd_classify,
     "serve": cmd_serve,
+    "info": cmd_info,
     "schema": cmd_schema,
 }
 
@@ -356,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     # raised inside PEFT for every model it wraps; nothing a user can act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
+        if argv is None:  # the `lorafit` command, not a caller of main(): start on the faster allocator
+            preload_allocator(sys.argv[1:])
         return COMMANDS[args.command](args)
     except LorafitError as e:
         if args.debug:

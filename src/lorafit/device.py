@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 from functools import lru_cache
+from importlib import metadata
 
 import torch
 
 from .choices import HALF_PRECISIONS
 from .errors import LorafitError
 
+VERSIONED = ("lorafit", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn")
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -84,8 +87,10 @@ class SpeedSettings:
     tokenization_cache: bool = True
     cpu_dropout: bool = False
     processes: int = 1
+    allocator: str = "system"  # the process's memory allocator (allocator.py)
     train_examples_per_second: float | None = None
     epoch_train_examples_per_second: list[float] = dataclasses.field(default_factory=list)
+    step_seconds_by_tenth: list[float] = dataclasses.field(default_factory=list)  # training steps, per tenth of them
 
     @property
     def bf16(self) -> bool:
@@ -115,3 +120,31 @@ def configure_threads(threads: int | None) -> int:
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def package_versions() -> dict:
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def machine_report() -> dict:
+    """What `lorafit info` prints: what decides speed here, and what lorafit will run by default."""
+    from . import allocator
+
+    device = training_device()
+    return {
+        "cpu": cpu_info(),
+        "cpu_kind": cpu_kind(),
+        "device": device,
+        "training_precision": training_precision("auto", device),
+        "inference_path": inference_path("auto"),
+        "threads": torch.get_num_threads(),
+        "allocator": allocator.in_use(),
+        "python": platform.python_version(),
+        "versions": package_versions(),
+    }

@@ -9,18 +9,24 @@ import platform
 import shutil
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
-from . import rundir
+from . import allocator, rundir
 from .budget import Plan, plan
 from .choices import HALF_PRECISIONS
 from .config import Recipe
 from .data import prepare_splits, tokenize
-from .device import SpeedSettings, configure_threads, cpu_info, training_device, training_precision
+from .device import (
+    SpeedSettings,
+    configure_threads,
+    cpu_info,
+    package_versions,
+    training_device,
+    training_precision,
+)
 from .errors import LorafitError
 from .frozen import FrozenStatesDataset, collate_states, frozen_states, skip_frozen_layers
 from .heads import frozen_head_weights
@@ -31,7 +37,6 @@ from .resume import BestEpochWeights, CheckpointMarker, newest_checkpoint, prepa
 from .speedups import cast_frozen_linears, install_cpu_dropout
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "learning_rate"]
-VERSIONED = ["lorafit", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn"]
 
 
 @dataclass
@@ -63,6 +68,7 @@ def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSett
         group_by_length=recipe.training.group_by_length,
         tokenization_cache=recipe.data.cache_tokenized,
         cpu_dropout=recipe.training.cpu_dropout and device == "cpu",
+        allocator=allocator.in_use(),
     )
 
 
@@ -96,18 +102,27 @@ class AdaLoraAllocation(TrainerCallback):
         self.model.base_model.update_and_allocate(state.global_step)
 
 
-class EpochClock(TrainerCallback):
-    """Seconds of each epoch's training steps (evaluation excluded), for run.json: the second
-    epoch on shows the steady speed, after caches and warm-up."""
+class TrainingClock(TrainerCallback):
+    """Seconds of training steps (evaluation excluded), for run.json: per epoch (the second epoch on
+    shows the steady speed, after caches and warm-up) and per tenth of the steps (a run that slows
+    as it goes shows it there)."""
 
     def __init__(self):
         self.seconds: list[float] = []
+        self.tenths = [0.0] * 10
 
     def on_epoch_begin(self, args, state, control, **_):
-        self.started = time.perf_counter()
+        self.epoch_started = time.perf_counter()
 
     def on_epoch_end(self, args, state, control, **_):
-        self.seconds.append(round(time.perf_counter() - self.started, 2))
+        self.seconds.append(round(time.perf_counter() - self.epoch_started, 2))
+
+    def on_step_begin(self, args, state, control, **_):
+        self.step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **_):
+        tenth = min(9, (state.global_step - 1) * 10 // max(1, state.max_steps))
+        self.tenths[tenth] += time.perf_counter() - self.step_started
 
 
 def apply_speedups(model, speed: SpeedSettings):
@@ -176,7 +191,7 @@ class Pipeline:
     layers_used: contextlib.AbstractContextManager  # the frozen-layer skip, active while training
     outputs: ValidationOutputs
     best: BestEpochWeights
-    clock: EpochClock
+    clock: TrainingClock
 
     @property
     def is_main(self) -> bool:
@@ -230,7 +245,7 @@ def build_trainer(
         collator, layers_used = collate_states, skip_frozen_layers(model, speed.frozen_layers_reused)
     outputs = ValidationOutputs()
     best = BestEpochWeights(model, run_dir, recipe.training.early_stopping_patience, on_best=outputs.keep_best)
-    clock = EpochClock()
+    clock = TrainingClock()
     callbacks = [best, CheckpointMarker(), clock, *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
@@ -268,6 +283,7 @@ def train(
         trained = trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
         speed.train_examples_per_second = trained.metrics.get("train_samples_per_second")
         speed.epoch_train_examples_per_second = [round(len(trainer.train_dataset) / s, 2) for s in run.clock.seconds]
+        speed.step_seconds_by_tenth = [round(seconds, 1) for seconds in run.clock.tenths]
         trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the best epoch's weights
         # AdaLoRA prunes ranks as it trains: earlier weights no longer fit, so it keeps the last epoch
         adalora = recipe.lora.variant == "adalora"
@@ -386,13 +402,3 @@ def save_run(run_dir: Path, recipe: Recipe, run: Pipeline, metrics: dict, histor
             "cpu": cpu_info(),
         },
     )
-
-
-def package_versions() -> dict:
-    versions = {}
-    for name in VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
