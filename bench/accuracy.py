@@ -47,6 +47,8 @@ BASE_ROWS = {
         ["data.train_limit=4000", "training.epochs=1", "data.max_length=128", "training.learning_rate=5e-4"],
     ),
     "mpnet-best-avx2 (for CPUs without bf16 units)": ("train", "recipes/mpnet-best-avx2.yaml", []),
+    # the learning curve: the same recipe on about half the rows (bench/allocator.py trains this run too)
+    "mpnet-best on 20,000 training rows": ("train", "recipes/mpnet-best.yaml", ["data.train_limit=20000"]),
     "mpnet-best": ("train", "recipes/mpnet-best.yaml", []),
     # outside the budget: TF-IDF's linear weights come on top of mpnet-best's trainable parameters
     "mpnet-best + TF-IDF logistic regression (mean of probabilities)": ("ensemble", "recipes/mpnet-best.yaml", []),

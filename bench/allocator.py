@@ -5,7 +5,7 @@ Each run trains recipes/mpnet-best.yaml (all-mpnet-base-v2, frozen layers 0-2 re
 training steps' seconds per tenth of the run (`speed.step_seconds_by_tenth`): a run whose allocator
 fragments slows from the first tenths to the last. Writes bench/allocator.json and bench/ALLOCATOR.md.
 
-    python bench/allocator.py [--rows 20000] [--allocators glibc jemalloc ...]
+    python bench/allocator.py [--rows 20000] [--allocators glibc jemalloc ...] [--collect]
 
 jemalloc and tcmalloc come from Debian's packages (apt-get install libjemalloc2 libtcmalloc-minimal4),
 mimalloc from PyPI (pip install cmeel-mimalloc); a missing one is reported and skipped.
@@ -47,11 +47,10 @@ def allocators() -> dict[str, dict | None]:
 
 
 def train(name: str, environment: dict, rows: int, data: Path, out: Path) -> dict:
-    run_dir = out / name
     command = [
         *(sys.executable, "-m", "lorafit", "train", str(ROOT / "recipes/mpnet-best.yaml")),
         *(f"data.train={data}", "data.validation_size=0.15", "data.seed=42", "data.limit=null"),
-        *(f"data.train_limit={rows}", "--output-dir", str(run_dir), "--overwrite"),
+        *(f"data.train_limit={rows}", "--output-dir", str(out / name), "--overwrite"),
     ]
     env = {key: value for key, value in os.environ.items() if key != "LD_PRELOAD"}
     env.update(LORAFIT_ALLOCATOR="system", **environment)  # exactly the allocator named, nothing the command adds
@@ -61,6 +60,11 @@ def train(name: str, environment: dict, rows: int, data: Path, out: Path) -> dic
         _, status, usage = os.wait4(process.pid, 0)
     if status != 0:
         raise SystemExit(f"bench/allocator.py: the {name} run failed; see {out / f'{name}.log'}")
+    return {**summary(out / name), "peak_rss_mb": usage.ru_maxrss // 1024, "wall_minutes": (time.time() - started) / 60}
+
+
+def summary(run_dir: Path) -> dict:
+    """What a finished run's run.json says about its speed and accuracy."""
     record = json.loads((run_dir / "run.json").read_text())
     tenths = record["speed"]["step_seconds_by_tenth"]
     return {
@@ -69,9 +73,8 @@ def train(name: str, environment: dict, rows: int, data: Path, out: Path) -> dic
         "step_seconds_by_tenth": tenths,
         "slowdown_last_over_first_tenths": round(sum(tenths[-3:]) / sum(tenths[:3]), 2),
         "train_examples_per_second": record["speed"]["train_examples_per_second"],
-        "peak_rss_mb": usage.ru_maxrss // 1024,
         "validation_accuracy": record["validation"]["accuracy"],
-        "wall_minutes": round((time.time() - started) / 60, 1),
+        "peak_rss_mb": None,  # only a run this script waited for has it
     }
 
 
@@ -91,7 +94,7 @@ def report(results: dict, rows: int, cpu: dict) -> str:
     for name, r in results.items():
         lines.append(
             f"| {name} | {r['training_seconds']} | {r['training_seconds'] / baseline:.2f}× | "
-            f"{r['slowdown_last_over_first_tenths']} | {r['peak_rss_mb']} | {r['validation_accuracy']:.4f} |"
+            f"{r['slowdown_last_over_first_tenths']} | {r['peak_rss_mb'] or '-'} | {r['validation_accuracy']:.4f} |"
         )
     lines += ["", "Training steps' seconds per tenth of the run (run.json `speed.step_seconds_by_tenth`):", ""]
     lines += [f"- {name}: {', '.join(map(str, r['step_seconds_by_tenth']))}" for name, r in results.items()]
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--allocators", nargs="+", default=["glibc", "jemalloc"], choices=list(allocators()))
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/ag_news/train-large.csv")
     parser.add_argument("--out", type=Path, default=Path("/tmp/lorafit-allocator"))
+    parser.add_argument("--collect", action="store_true", help="report the finished runs in --out, train nothing")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     available = allocators()
@@ -112,11 +116,21 @@ def main() -> None:
         if available[name] is None:
             print(f"{name}: library not installed, skipped (see this script's docstring)")
             continue
+        if args.collect:
+            if (args.out / name / "run.json").is_file():
+                results[name] = summary(args.out / name)
+            continue
         results[name] = train(name, available[name], args.rows, args.data, args.out)
         print(name, json.dumps(results[name]), flush=True)
+        write(results, args.rows)  # after each run: an interrupted bench keeps what it measured
+    if args.collect:
+        write(results, args.rows)
+
+
+def write(results: dict, rows: int) -> None:
     cpu = cpu_info()
-    (BENCH / "allocator.json").write_text(json.dumps({"rows": args.rows, "cpu": cpu, "results": results}, indent=2))
-    (BENCH / "ALLOCATOR.md").write_text(report(results, args.rows, cpu))
+    (BENCH / "allocator.json").write_text(json.dumps({"rows": rows, "cpu": cpu, "results": results}, indent=2) + "\n")
+    (BENCH / "ALLOCATOR.md").write_text(report(results, rows, cpu))
 
 
 if __name__ == "__main__":
