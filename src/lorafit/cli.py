@@ -11,7 +11,6 @@ import sys
 import typing
 import warnings
 
-from .allocator import preload as preload_allocator
 from .choices import BaselineClassifier, InferencePrecision
 from .errors import LorafitError
 
@@ -377,8 +376,6 @@ def main(argv: list[str] | None = None) -> int:
     # raised inside PEFT for every model it wraps; nothing a user can act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
-        if argv is None:  # the `lorafit` command, not a caller of main(): start on the faster allocator
-            preload_allocator(sys.argv[1:])
         return COMMANDS[args.command](args)
     except LorafitError as e:
         if args.debug:

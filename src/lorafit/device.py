@@ -87,7 +87,7 @@ class SpeedSettings:
     tokenization_cache: bool = True
     cpu_dropout: bool = False
     processes: int = 1
-    allocator: str = "system"  # the process's memory allocator (allocator.py)
+    allocator: str = "glibc"  # the process's memory allocator (allocator_in_use)
     train_examples_per_second: float | None = None
     epoch_train_examples_per_second: list[float] = dataclasses.field(default_factory=list)
     step_seconds_by_tenth: list[float] = dataclasses.field(default_factory=list)  # training steps, per tenth of them
@@ -132,10 +132,22 @@ def package_versions() -> dict:
     return versions
 
 
+KNOWN_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
+
+
+def allocator_in_use() -> str:
+    """The memory allocator this process runs on (one preloaded with LD_PRELOAD, or glibc's), from the
+    libraries it has mapped: recorded in run.json, as allocators change speed (bench/ALLOCATOR.md)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            mapped = maps.read()
+    except OSError:
+        return "unknown"
+    return next((name for name in KNOWN_ALLOCATORS if f"lib{name}" in mapped), "glibc")
+
+
 def machine_report() -> dict:
     """What `lorafit info` prints: what decides speed here, and what lorafit will run by default."""
-    from . import allocator
-
     device = training_device()
     return {
         "cpu": cpu_info(),
@@ -144,7 +156,7 @@ def machine_report() -> dict:
         "training_precision": training_precision("auto", device),
         "inference_path": inference_path("auto"),
         "threads": torch.get_num_threads(),
-        "allocator": allocator.in_use(),
+        "allocator": allocator_in_use(),
         "python": platform.python_version(),
         "versions": package_versions(),
     }

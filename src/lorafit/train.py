@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from . import allocator, rundir
+from . import rundir
 from .budget import Plan, plan
 from .choices import HALF_PRECISIONS
 from .config import Recipe
 from .data import prepare_splits, tokenize
 from .device import (
     SpeedSettings,
+    allocator_in_use,
     configure_threads,
     cpu_info,
     package_versions,
@@ -68,7 +69,7 @@ def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSett
         group_by_length=recipe.training.group_by_length,
         tokenization_cache=recipe.data.cache_tokenized,
         cpu_dropout=recipe.training.cpu_dropout and device == "cpu",
-        allocator=allocator.in_use(),
+        allocator=allocator_in_use(),
     )
 
 
