@@ -97,6 +97,8 @@ def window(name: str, allocator: dict) -> dict:
             if mark not in marks and steps and max(steps) >= mark:
                 stat = Path(f"/proc/{process.pid}/stat").read_text().split()
                 marks[mark] = (time.perf_counter(), int(stat[13]) / 100, int(stat[14]) / 100)
+    if len(marks) < len(WINDOW):
+        raise SystemExit(f"bench/allocator.py: the {name} run ended before step {WINDOW[-1]}:\n{tail.decode()[-2000:]}")
     rss = next(line for line in Path(f"/proc/{process.pid}/status").read_text().splitlines() if "VmRSS" in line)
     process.kill()
     process.wait()
