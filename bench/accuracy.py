@@ -207,10 +207,9 @@ def ensemble_with_tfidf(name: str, recipe: str, run_dir: Path) -> dict:
 
 def cpu_label(cpu: dict | None = None) -> str:
     sys.path.insert(0, str(ROOT / "src"))
-    from lorafit.device import cpu_info
+    from lorafit.device import cpu_label as label
 
-    cpu = cpu or cpu_info()
-    return f"{cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags']) or 'no AVX2'}"
+    return label(cpu)
 
 
 def base_report(rows: list[dict], notes: list[str]) -> list[str]:

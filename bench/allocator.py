@@ -33,7 +33,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from lorafit.device import cpu_info  # noqa: E402
+from lorafit.device import cpu_info, cpu_label  # noqa: E402
 
 DATA = ROOT.parent / "shared/data/ag_news/train-large.csv"
 WORK = Path("/tmp/lorafit-allocator")
@@ -136,7 +136,7 @@ def report(results: dict) -> str:
         "`python bench/allocator.py` (and `--long`): `lorafit train recipes/mpnet-best.yaml` on train-large.csv "
         "(all-mpnet-base-v2, LoRA on layers 3-11, frozen layers 0-2 reused, bf16 where the CPU has bf16 units), "
         "once per allocator, one after the other. "
-        f"CPU: {cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags'])}.",
+        f"CPU: {cpu_label(cpu)}.",
         "",
     ]
     if results.get("window"):

@@ -434,9 +434,10 @@ def machine() -> dict:
 
     from lorafit.device import bf16_supported, cpu_info
 
+    cpu = cpu_info()
     return {
-        "cpu": cpu_info()["model"],
-        "flags": cpu_info()["flags"],
+        "cpu": cpu["model"],
+        "flags": cpu["flags"],
         "threads": torch.get_num_threads(),
         "bf16_units": bf16_supported(),
         "python": platform.python_version(),

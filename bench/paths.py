@@ -128,7 +128,7 @@ def report(results: dict) -> str:
 
 
 def main() -> None:
-    from lorafit.device import cpu_info, cpu_kind
+    from lorafit.device import cpu_info, cpu_kind, cpu_label
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mpnet-run", type=Path, help="a trained all-mpnet-base-v2 run (the mpnet-best row)")
@@ -143,7 +143,7 @@ def main() -> None:
             models["all-mpnet-base-v2"] = measure_model(options.mpnet_run)
         cpu = cpu_info()
         results[cpu_kind()] = {
-            "cpu": f"{cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags'])}",
+            "cpu": cpu_label(cpu),
             "models": models,
             "fastest": fastest(models),
         }

@@ -322,14 +322,13 @@ def cmd_serve(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .device import machine_report
+    from .device import cpu_label, machine_report
 
     report = machine_report()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    cpu = report.pop("cpu")
-    print(f"cpu\t{cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags']) or 'no AVX2'}")
+    print(f"cpu\t{cpu_label(report.pop('cpu'))}")
     versions = report.pop("versions")
     for key, value in report.items():
         print(f"{key}\t{value}")

@@ -37,6 +37,12 @@ def cpu_info() -> dict:
     }
 
 
+def cpu_label(cpu: dict | None = None) -> str:
+    """One line naming a CPU (this one by default) as every figure should: model, cores, speed flags."""
+    cpu = cpu or cpu_info()
+    return f"{cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags']) or 'no AVX2'}"
+
+
 @lru_cache(maxsize=1)
 def bf16_supported() -> bool:
     """bf16 pays off only with native bf16 units: a CUDA GPU that has them, or AVX-512 BF16 / AMX on CPU."""
