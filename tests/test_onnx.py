@@ -113,3 +113,24 @@ def test_without_onnxruntime_the_error_names_the_extra(minilm_mean_run, monkeypa
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(LorafitError, match=r"pip install 'lorafit\[onnx\]'"):
         load_run(minilm_mean_run, precision="ort-fp32")
+
+
+def test_an_onnx_export_of_a_mean_head_runs_without_lorafit(minilm_mean_run, agnews_rows, tmp_path):
+    """`lorafit export --format onnx` carries every head, the mean head included: onnxruntime and the
+    tokenizer alone reproduce lorafit's fp32 probabilities."""
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    exported = tmp_path / "onnx-export"
+    assert main(["export", str(minilm_mean_run), "--output", str(exported), "--format", "onnx"]) == 0
+    texts = agnews_rows.text.tolist()[:200]
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    session = onnxruntime.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="np")
+    logits = session.run(["logits"], {k: v for k, v in batch.items() if k in names})[0]
+    theirs = np.exp(logits - logits.max(1, keepdims=True))
+    theirs /= theirs.sum(1, keepdims=True)
+    ours = predict_proba(load_run(minilm_mean_run, precision="fp32"), texts)
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)
+    assert (exported / "README.md").is_file() and json.loads((exported / "labels.json").read_text())

@@ -1,5 +1,5 @@
-"""`lorafit plan | train | search | baseline | evaluate | predict | classify | serve | info | schema`: parse,
-call the library, print."""
+"""`lorafit plan | train | search | baseline | evaluate | predict | classify | serve | export | card | info |
+schema`: parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -101,6 +101,21 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more concurrent requests"
     )
     serve.add_argument("--no-batching", action="store_true", help="one forward pass per request (for comparison)")
+
+    export = commands.add_parser("export", help="a run as a folder that needs no lorafit: transformers or ONNX")
+    export.add_argument("run")
+    export.add_argument("--output", required=True, help="the folder to write (must not exist)")
+    export.add_argument(
+        "--format",
+        choices=["transformers", "onnx"],
+        default="transformers",
+        help="transformers: LoRA merged, a stock AutoModelForSequenceClassification folder; onnx: the same "
+        "model as an ONNX graph for onnxruntime",
+    )
+    export.add_argument("--int8", action="store_true", help="with --format onnx: dynamic int8 weights")
+
+    card = commands.add_parser("card", help="(re)write a run's model card, README.md, from the run")
+    card.add_argument("run")
 
     info = commands.add_parser("info", help="this machine: CPU, what lorafit runs by default, allocator, versions")
     info.add_argument("--json", action="store_true", help="print one JSON object")
@@ -321,6 +336,24 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    print(f"wrote {export_run(args.run, args.output, args.format, args.int8)}")
+    return 0
+
+
+def cmd_card(args) -> int:
+    from pathlib import Path
+
+    from .card import write_card
+    from .rundir import read_run_info
+
+    read_run_info(args.run)  # a finished run, or the error that says what is missing
+    print(f"wrote {write_card(Path(args.run))}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .device import cpu_label, machine_report
 
@@ -352,6 +385,8 @@ COMMANDS = {
     "predict": cmd_predict,
     "classify": cmd_classify,
     "serve": cmd_serve,
+    "export": cmd_export,
+    "card": cmd_card,
     "info": cmd_info,
     "schema": cmd_schema,
 }

@@ -16,7 +16,7 @@ from .device import HALF_DTYPES, inference_path
 from .errors import LorafitError
 from .heads import apply_head, frozen_head_weights, load_frozen_head_weights
 from .metrics import classification_metrics
-from .model import build_base_model, model_identity, resolve_model_path
+from .model import build_base_model, model_identity, resolve_model_path, run_model_name
 from .onnx_engine import ORT_PATHS, build_graph, cached_graph, export_key, onnx_classifier, require_onnxruntime
 
 
@@ -40,7 +40,13 @@ class LoadedRun:
 
     @functools.cached_property
     def recipe(self):  # parsed once: serve reads it for every micro-batch
-        return recipe_from_dict(self.info["recipe"], source=str(self.run_dir / rundir.RUN_JSON))
+        return run_recipe(self.run_dir, self.info)
+
+
+def run_recipe(run_dir: Path, info: dict):
+    """The run's recipe, its base model located on this machine (runs can move)."""
+    raw = {**info["recipe"], "model": {**info["recipe"]["model"], "name": run_model_name(run_dir, info)}}
+    return recipe_from_dict(raw, source=str(run_dir / rundir.RUN_JSON))
 
 
 def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -> LoadedRun:
@@ -52,7 +58,7 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
 
     run_dir = Path(run_dir)
     info = rundir.read_run_info(run_dir)
-    recipe = recipe_from_dict(info["recipe"], source=str(run_dir / rundir.RUN_JSON))
+    recipe = run_recipe(run_dir, info)
     label_names = info["label_names"]
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     path = inference_path(precision)

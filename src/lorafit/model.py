@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -74,6 +75,28 @@ def resolve_model_path(name: str) -> str:
     if Path(name).is_dir():
         return str(Path(name).resolve())
     return packaged_model_folder(name) or name
+
+
+def portable_model_name(name: str, run_dir: Path) -> tuple[str, bool]:
+    """How a run records its base model: (name, relative_to_run). A hub id or package name as
+    given; a local folder as a path relative to the run, so the two can move together."""
+    if Path(name).is_dir():
+        return os.path.relpath(Path(name).resolve(), Path(run_dir).resolve()), True
+    return name, False
+
+
+def run_model_name(run_dir: Path, info: dict) -> str:
+    """The base model of a saved run, as this machine can load it."""
+    name = info["recipe"]["model"]["name"]
+    if not info.get("base_model_relative_to_run"):
+        return name  # a hub id or package name, or a run from before relocatable runs
+    folder = (Path(run_dir) / name).resolve()
+    if not folder.is_dir():
+        raise LorafitError(
+            f"{run_dir}: its base model is the local folder {name} (relative to the run), "
+            f"not found at {folder}; copy the model folder there"
+        )
+    return str(folder)
 
 
 def model_identity(model_path: str) -> str:

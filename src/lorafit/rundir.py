@@ -21,6 +21,7 @@ VALIDATION_PREDICTIONS_CSV = "validation_predictions.csv"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 HEAD_WEIGHTS = "head_frozen.safetensors"  # frozen head weights no checkpoint holds (heads.frozen_head_weights)
+README_MD = "README.md"  # the model card (card.py)
 RECIPE_YAML = "recipe.yaml"  # written first: the run directory is claimed
 PLOTS = "plots"
 CONFUSION_MATRIX_PNG = "plots/confusion_matrix.png"

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from . import rundir
 from .budget import Plan, plan
+from .card import write_card
 from .choices import HALF_PRECISIONS
 from .config import Recipe
 from .data import prepare_splits, tokenize
@@ -32,7 +33,7 @@ from .errors import LorafitError
 from .frozen import FrozenStatesDataset, collate_states, frozen_states, skip_frozen_layers
 from .heads import frozen_head_weights
 from .metrics import classification_metrics, logits_and_labels, trainer_scores
-from .model import build_lora_model, load_tokenizer, model_identity, resolve_model_path
+from .model import build_lora_model, load_tokenizer, model_identity, portable_model_name, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
 from .resume import BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout
@@ -300,7 +301,8 @@ def train(
     if not run.is_main:
         return RunResult(run_dir, metrics, history, run.plan, wall, wrote_artifacts=False)
     staging = run_dir / ".staging"
-    save_run(staging, recipe, run, metrics, history, wall)
+    base_model = portable_model_name(recipe.model.name, run_dir)  # relative to the run, not to .staging
+    save_run(staging, recipe, run, metrics, history, wall, base_model)
     order = evaluation_order(trainer, trainer.eval_dataset)
     save_validation_predictions(staging, run.splits.validation, logits, labels, order, label_names)
     rundir.publish(staging, run_dir)
@@ -365,9 +367,22 @@ def best_epoch(history: list[dict]) -> float | None:
     return max(history, key=lambda row: row["eval_accuracy"])["epoch"] if history else None
 
 
-def save_run(run_dir: Path, recipe: Recipe, run: Pipeline, metrics: dict, history: list[dict], wall: float) -> None:
+def save_run(
+    run_dir: Path,
+    recipe: Recipe,
+    run: Pipeline,
+    metrics: dict,
+    history: list[dict],
+    wall: float,
+    base_model: tuple[str, bool],
+) -> None:
     label_names, budget_plan = run.splits.info["label_names"], run.plan
-    run.model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors, head included
+    base_model, relative = base_model
+    for adapter in run.model.peft_config.values():  # PEFT would record this machine's path
+        adapter.base_model_name_or_path = base_model
+    # adapter_config.json + adapter_model.safetensors, head included; LoRA targets only linear layers,
+    # so PEFT need not look the base model up (on the hub, for a name) to see if embeddings changed
+    run.model.save_pretrained(run_dir, save_embedding_layers=False)
     frozen_head = frozen_head_weights(run.model.get_base_model(), recipe.model.head)
     if frozen_head:
         from safetensors.torch import save_file
@@ -383,8 +398,9 @@ def save_run(run_dir: Path, recipe: Recipe, run: Pipeline, metrics: dict, histor
     rundir.write_json(
         run_dir / rundir.RUN_JSON,
         {
-            "recipe": recipe.to_dict(),
-            "base_model": recipe.model.name,  # a name, not a path on this machine
+            "recipe": recipe.to_dict() | {"model": recipe.to_dict()["model"] | {"name": base_model}},
+            "base_model": base_model,  # a name, or a folder relative to the run: never this machine's path
+            "base_model_relative_to_run": relative,
             "label_names": label_names,
             "data": run.splits.info,
             "speed": run.speed.to_dict(),
@@ -403,3 +419,4 @@ def save_run(run_dir: Path, recipe: Recipe, run: Pipeline, metrics: dict, histor
             "cpu": cpu_info(),
         },
     )
+    write_card(run_dir)  # replaces PEFT's empty template

@@ -1,0 +1,131 @@
+"""Runs that leave lorafit: the model card, relocatable runs, `lorafit export` to stock transformers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import RECIPES
+
+from lorafit.cli import main
+from lorafit.inference import load_run, predict_proba
+
+# imports transformers only: what a colleague without lorafit would run
+STOCK_SCRIPT = """
+import json, sys
+from transformers import pipeline
+folder, texts = sys.argv[1], json.load(open(sys.argv[2]))
+classify = pipeline("text-classification", model=folder, top_k=None, truncation=True, device="cpu")
+out = classify(texts, batch_size=16)
+print(json.dumps([{row["label"]: row["score"] for row in ranked} for ranked in out]))
+"""
+
+
+def train_tiny(folder, tiny_roberta, agnews_csv, *overrides):
+    run_dir = folder / "run"
+    args = [str(RECIPES / "agnews-report-b.yaml"), f"model.name={tiny_roberta}", f"data.train={agnews_csv}"]
+    small = ["data.limit=120", "data.validation_size=32", "data.max_length=32", "training.epochs=1"]
+    assert main(["train", *args, *small, *overrides, "--output-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def stock_probabilities(folder, texts, tmp_path) -> list[dict]:
+    texts_json = tmp_path / "texts.json"
+    texts_json.write_text(json.dumps(texts))
+    out = subprocess.run(
+        [sys.executable, "-c", STOCK_SCRIPT, str(folder), str(texts_json)], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_the_card_is_read_from_the_run(tiny_finished_run, tiny_roberta):
+    from huggingface_hub import ModelCard
+
+    text = (tiny_finished_run / "README.md").read_text()
+    card = ModelCard.load(tiny_finished_run / "README.md")
+    metrics = json.loads((tiny_finished_run / "metrics.json").read_text())
+    scores = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert scores["accuracy"] == round(metrics["accuracy"], 4)
+    assert scores["F1 (weighted)"] == round(metrics["f1"], 4)
+    macro = np.mean([c["f1"] for c in metrics["per_class"].values()])
+    assert scores["F1 (macro)"] == round(macro, 4)
+    info = json.loads((tiny_finished_run / "run.json").read_text())
+    assert f"{info['parameters']['trainable']:,} trainable" in text
+    for name, per_class in metrics["per_class"].items():
+        assert f"| {name} | {per_class['precision']:.4f} | {per_class['recall']:.4f} |" in text
+    assert "[More Information Needed]" not in text
+    assert str(tiny_roberta) not in text and str(tiny_finished_run.parent) not in text  # no machine paths
+    adapter_config = json.loads((tiny_finished_run / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == info["base_model"]
+    assert not adapter_config["base_model_name_or_path"].startswith("/")
+
+
+def test_a_run_moved_with_its_model_loads_and_predicts_the_same(tiny_finished_run, tiny_roberta, tmp_path):
+    texts = ["Stocks rallied after the bank held rates.", "The striker scored twice in the final."]
+    before = predict_proba(load_run(tiny_finished_run, precision="fp32"), texts)
+    # the same layout elsewhere: the run keeps its model's place relative to itself
+    moved_run = tmp_path / tiny_finished_run.parent.name / "run"
+    shutil.copytree(tiny_finished_run, moved_run)
+    shutil.copytree(tiny_roberta, tmp_path / tiny_roberta.name)
+    moved = load_run(moved_run, precision="fp32")
+    assert moved.recipe.model.name == str(tmp_path / tiny_roberta.name)
+    np.testing.assert_allclose(predict_proba(moved, texts), before, atol=1e-6)
+
+
+def test_a_run_moved_without_its_model_names_the_missing_folder(tiny_finished_run, tmp_path, capsys):
+    moved_run = tmp_path / "elsewhere" / "run"
+    shutil.copytree(tiny_finished_run, moved_run)
+    assert main(["classify", str(moved_run), "some text"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "base model" in error and str(tmp_path) in error
+
+
+@pytest.mark.parametrize("head", ["default", "lora-dense", "linear"])
+def test_exported_roberta_heads_give_lorafit_predictions_in_stock_transformers(
+    head, tiny_roberta, agnews_csv, agnews_rows, tmp_path
+):
+    run_dir = train_tiny(tmp_path, tiny_roberta, agnews_csv, f"model.head={head}")
+    assert_export_matches(run_dir, agnews_rows.text.tolist()[:1000], tmp_path)
+
+
+def test_an_exported_bert_linear_head_gives_lorafit_predictions(minilm_dir, agnews_csv, agnews_rows, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = ["data.limit=200", "data.validation_size=40", "data.max_length=48", "training.epochs=1"]
+    args = [str(RECIPES / "quickstart.yaml"), f"data.train={agnews_csv}", "model.head=linear", *overrides]
+    assert main(["train", *args, "--output-dir", str(run_dir)]) == 0
+    assert_export_matches(run_dir, agnews_rows.text.tolist()[:1000], tmp_path)
+
+
+def assert_export_matches(run_dir, texts, tmp_path):
+    exported = tmp_path / "exported"
+    assert main(["export", str(run_dir), "--output", str(exported)]) == 0
+    config = json.loads((exported / "config.json").read_text())
+    labels = json.loads((run_dir / "labels.json").read_text())
+    assert config["id2label"] == {str(i): name for i, name in enumerate(labels)}
+    assert (exported / "model.safetensors").is_file() and (exported / "README.md").is_file()
+    ours = predict_proba(load_run(run_dir, precision="fp32"), texts)
+    theirs = np.array([[row[name] for name in labels] for row in stock_probabilities(exported, texts, tmp_path)])
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)
+    top_two = np.sort(ours, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] > 1e-5  # a tie within float error may go either way
+    assert clear.sum() > 0.9 * len(texts)
+    assert (theirs.argmax(1) == ours.argmax(1))[clear].all()
+
+
+def test_a_mean_head_is_refused_for_transformers_with_the_way_out(tiny_roberta, agnews_csv, tmp_path, capsys):
+    run_dir = train_tiny(tmp_path, tiny_roberta, agnews_csv, "model.head=mean")
+    assert main(["export", str(run_dir), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "model.head=mean" in error and "--format onnx" in error
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_export_refuses_an_existing_folder_and_int8_without_onnx(tiny_finished_run, tmp_path, capsys):
+    assert main(["export", str(tiny_finished_run), "--output", str(tmp_path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", str(tiny_finished_run), "--output", str(tmp_path / "x"), "--int8"]) == 2
+    assert "--format onnx" in capsys.readouterr().err
