@@ -216,6 +216,8 @@ def prepare(case: Case, folder: Path, run: Path, recipe: Path, other_model: Path
         copy = folder / ("other-base" if "base" in case.name else "other-labels")
         shutil.copytree(run, copy)
         info = json.loads((copy / "run.json").read_text())
+        model = info["recipe"]["model"]
+        model["name"] = str((run / model["name"]).resolve())  # the copy moved away from the run's base model
         if "base" in case.name:
             info["recipe"]["model"]["name"] = str(other_model)
         else:

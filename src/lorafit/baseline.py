@@ -31,7 +31,7 @@ def tfidf_pipeline(seed: int, classifier: str = "logistic-regression"):
 
 def run_baseline(recipe: Recipe, classifier: str = "logistic-regression") -> dict:
     """Validation metrics of the TF-IDF baseline, trained on the recipe's training split."""
-    from .data import prepare_splits
+    from .data import flat_text, prepare_splits
     from .metrics import classification_metrics
 
     tokenizer = None
@@ -41,8 +41,9 @@ def run_baseline(recipe: Recipe, classifier: str = "logistic-regression") -> dic
         tokenizer = load_tokenizer(recipe.model)
     splits = prepare_splits(recipe.data, tokenizer)
     started = time.time()
-    pipeline = tfidf_pipeline(recipe.data.seed, classifier).fit(splits.train.texts, splits.train.labels)
-    predictions = pipeline.predict(splits.validation.texts)
+    train_texts, validation_texts = ([flat_text(t) for t in part.texts] for part in (splits.train, splits.validation))
+    pipeline = tfidf_pipeline(recipe.data.seed, classifier).fit(train_texts, splits.train.labels)
+    predictions = pipeline.predict(validation_texts)
     metrics = classification_metrics(splits.validation.labels, predictions, splits.info["label_names"])
     return {
         **metrics,

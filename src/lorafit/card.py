@@ -33,7 +33,10 @@ def macro_f1(metrics: dict) -> float:
 
 
 def card_scores(metrics: dict) -> dict[str, float]:
-    return {**{key: metrics[key] for key in SCALARS if key in metrics}, "macro_f1": macro_f1(metrics)}
+    return {
+        **{key: metrics[key] for key in SCALARS if key in metrics},
+        "macro_f1": metrics.get("macro_f1") or macro_f1(metrics),
+    }
 
 
 def dataset_name(recipe: dict) -> str:

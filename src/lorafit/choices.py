@@ -17,5 +17,14 @@ HALF_PRECISIONS = {
 TrainingPrecision = Literal[("auto", *HALF_PRECISIONS, "fp32")]
 # inference adds PyTorch's dynamic int8 and onnxruntime's paths to the training precisions
 InferencePrecision = Literal[("auto", *HALF_PRECISIONS, "fp32", "int8", "ort-fp32", "ort-int8")]
+# `training.metric_for_best`: the validation score that picks the best epoch (and search's best trial)
+BestMetric = Literal["accuracy", "macro_f1", "weighted_f1", "loss"]
+# metric -> (its key in metrics.json; the Trainer logs it as eval_<key>), whether higher is better
+BEST_METRICS = {
+    "accuracy": ("accuracy", True),
+    "macro_f1": ("macro_f1", True),
+    "weighted_f1": ("f1", True),
+    "loss": ("loss", False),
+}
 # `lorafit baseline --classifier`: the linear model on the TF-IDF features
 BaselineClassifier = Literal["logistic-regression", "linear-svm"]

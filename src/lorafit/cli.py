@@ -81,14 +81,20 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
 
     evaluate = _run_command(commands, "evaluate", "metrics of a run on a labelled file", reads_files=True)
-    evaluate.add_argument("--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file")
+    evaluate.add_argument(
+        "--data", required=True, help="labelled .csv/.tsv/.jsonl/.parquet file, or a Hugging Face dataset (--split)"
+    )
     evaluate.add_argument("--label-column", help="default: the run's data.label_column")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     predict = _run_command(
         commands, "predict", "write a submission file (ID,Label) for unlabelled texts", reads_files=True
     )
-    predict.add_argument("--input", required=True, help=".csv/.tsv/.jsonl/.parquet (a pickle needs --trust-pickle)")
+    predict.add_argument(
+        "--input",
+        required=True,
+        help=".csv/.tsv/.jsonl/.parquet (a pickle needs --trust-pickle), or a Hugging Face dataset (--split)",
+    )
     predict.add_argument("--output", default="submission.csv")
     predict.add_argument("--probs", action="store_true", help="add a probability column per class")
 
@@ -150,6 +156,8 @@ def _run_command(commands, name: str, help: str, reads_files: bool = False) -> a
     )
     if reads_files:
         command.add_argument("--text-columns", nargs="+", help="default: the run's data.text_columns")
+        command.add_argument("--split", default="test", help="the split, when the data is a Hugging Face dataset")
+        command.add_argument("--subset", help="its configuration (data.subset), when it has several")
         command.add_argument("--trust-pickle", action="store_true", help="allow a pickled input file")
     return command
 
@@ -230,7 +238,8 @@ def cmd_baseline(args) -> int:
         print(json.dumps(metrics))
     else:
         print(
-            f"{metrics['model']}: validation accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1']:.4f} "
+            f"{metrics['model']}: validation accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1']:.4f}, "
+            f"macro F1 {metrics['macro_f1']:.4f} "
             f"(n={metrics['n']}, {metrics['train_rows']} training rows, {metrics['seconds']} s)"
         )
     return 0
@@ -255,7 +264,8 @@ def cmd_train(args) -> int:
         return 0
     m = result.metrics
     print(
-        f"run {result.run_dir}: validation accuracy {m['accuracy']:.4f}, weighted F1 {m['f1']:.4f} "
+        f"run {result.run_dir}: validation accuracy {m['accuracy']:.4f}, weighted F1 {m['f1']:.4f}, "
+        f"macro F1 {m['macro_f1']:.4f} "
         f"(n={m['n']}, best epoch {m['best_epoch']}), {result.plan.trainable:,} trainable, "
         f"{result.wall_seconds / 60:.1f} min"
     )
@@ -277,13 +287,15 @@ def cmd_evaluate(args) -> int:
         trust_pickle=args.trust_pickle,
         text_columns=args.text_columns,
         label_column=args.label_column,
+        subset=args.subset,
+        split=args.split,
     )
     if args.json:
         print(json.dumps(metrics))
     else:
         print(
             f"n={metrics['n']} accuracy {metrics['accuracy']:.4f}  weighted precision {metrics['precision']:.4f}"
-            f"  recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}"
+            f"  recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}  macro F1 {metrics['macro_f1']:.4f}"
         )
         for name, scores in metrics["per_class"].items():
             print(
@@ -303,6 +315,8 @@ def cmd_predict(args) -> int:
         probs=args.probs,
         trust_pickle=args.trust_pickle,
         text_columns=args.text_columns,
+        split=args.split,
+        subset=args.subset,
     )
     print(f"wrote {path}")
     return 0

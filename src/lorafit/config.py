@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import NotRequired, TypedDict
 
-from .choices import Scheduler, TrainingPrecision
+from .choices import BestMetric, Scheduler, TrainingPrecision
 from .errors import LorafitError
 
 SCHEDULERS = typing.get_args(Scheduler)
@@ -40,6 +40,9 @@ class DataConfig(Section):
         "ag_news", description="Hugging Face dataset name, or a local .csv/.tsv/.json/.jsonl/.parquet file"
     )
     split: str = Field("train", description="split to train on when `train` is a Hugging Face dataset")
+    subset: str | None = Field(
+        None, description="configuration of a Hugging Face dataset that has several (glue: sst2, tweet_eval: emotion)"
+    )
     format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "agnews_csv"] = Field(
         "auto",
         description="from the file suffix by default; .json is a JSON array or JSON Lines; the classic "
@@ -47,6 +50,11 @@ class DataConfig(Section):
     )
     text_columns: list[str] = Field(
         ["text"], min_length=1, description="column(s) holding the text; several are joined with a space"
+    )
+    pair: bool = Field(
+        False,
+        description="the two text_columns are a sentence pair (premise, hypothesis): the tokenizer encodes them "
+        "as a pair, with the model's separator, instead of joining them",
     )
     label_column: str = Field("label", description="column holding the label (integer index 0..K-1 or label name)")
     labels: list[str] | None = Field(None, description="label names in index order; inferred from the data when unset")
@@ -61,6 +69,9 @@ class DataConfig(Section):
         "a fraction (<1) or a count (report B: 640)",
     )
     validation_file: str | None = Field(None, description="a separate labelled file for validation instead of a split")
+    validation_split: str | None = Field(
+        None, description="a split of the Hugging Face dataset `train` (e.g. validation) instead of carving one out"
+    )
     limit: int | None = Field(None, ge=2, description="use only this many rows (stratified sample), for quick runs")
     train_limit: int | None = Field(
         None,
@@ -83,6 +94,12 @@ class DataConfig(Section):
         low_high = self.length_percentiles
         if low_high is not None and (len(low_high) != 2 or not 0 <= low_high[0] < low_high[1] <= 100):
             raise LorafitError(f"data.length_percentiles must be [low, high] within 0..100, got {low_high}")
+        if self.pair and len(self.text_columns) != 2:
+            raise LorafitError(f"data.pair needs exactly two data.text_columns, got {self.text_columns}")
+        if self.validation_file and self.validation_split:
+            raise LorafitError(
+                "data.validation_file and data.validation_split both choose the validation rows: set one"
+            )
         if self.validation_size >= 1 and self.validation_size != int(self.validation_size):
             raise LorafitError(
                 f"data.validation_size must be a fraction in (0, 1) or a whole row count, got {self.validation_size}"
@@ -204,7 +221,16 @@ class TrainingConfig(Section):
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of the steps spent warming the learning rate up")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="stop after this many epochs without a better accuracy"
+        None, ge=1, description="stop after this many epochs without a better metric_for_best"
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="balanced: weigh each class's loss by rows / (classes x its rows), for imbalanced data",
+    )
+    metric_for_best: BestMetric = Field(
+        "accuracy",
+        description="the validation score that picks the best epoch, early stopping and search's best trial; "
+        "macro_f1 weighs every class alike (imbalanced data)",
     )
     checkpoint_steps: int = Field(200, gt=0, description="save a resumable checkpoint every this many optimizer steps")
     seed: int = Field(42, description="seed of model initialisation, dropout and batch order")

@@ -34,9 +34,9 @@ _INT = re.compile(r"^\s*[+-]?\d+\s*$")
 
 @dataclass
 class Examples:
-    """Texts with integer labels 0..K-1 and the names of the K labels."""
+    """Texts (or, with data.pair, (first, second) pairs) with integer labels 0..K-1 and the K label names."""
 
-    texts: list[str]
+    texts: list[str] | list[tuple[str, str]]
     labels: list[int]
     label_names: list[str]
     source: str = ""
@@ -58,7 +58,8 @@ class Examples:
 
 
 def is_local_file(name: str) -> bool:
-    return Path(name).suffix.lower() in SUFFIX_FORMATS or Path(name).exists()
+    """A data file (or what names one); anything else is a Hugging Face dataset: a hub id or a folder."""
+    return Path(name).suffix.lower() in SUFFIX_FORMATS or Path(name).is_file()
 
 
 def detect_format(path: Path, fmt: str = "auto") -> str:
@@ -157,7 +158,9 @@ def _read_pickle(path: Path, trust_pickle: bool | None) -> pd.DataFrame:
     return table
 
 
-def join_texts(table: pd.DataFrame, columns: list[str], where: str) -> list[str]:
+def join_texts(table: pd.DataFrame, columns: list[str], where: str, pair: bool = False) -> list:
+    """One text per row, its columns joined by a space; with `pair`, a (first, second) tuple that
+    the tokenizer encodes as a sentence pair (with the model's separator between them)."""
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise LorafitError(
@@ -166,12 +169,17 @@ def join_texts(table: pd.DataFrame, columns: list[str], where: str) -> list[str]
     texts = []
     parts = [table[c].tolist() for c in columns]
     for row, values in enumerate(zip(*parts), start=1):
-        pieces = [str(v).strip() for v in values if not _is_missing(v)]
-        text = " ".join(p for p in pieces if p)
-        if not text:
+        pieces = [str(v).strip() if not _is_missing(v) else "" for v in values]
+        text = tuple(pieces) if pair else " ".join(p for p in pieces if p)
+        if not all(text) if pair else not text:
             raise LorafitError(f"{where}: row {row} has an empty text in column(s) {', '.join(columns)}")
         texts.append(text)
     return texts
+
+
+def flat_text(text: str | tuple[str, str]) -> str:
+    """A sentence pair as one string, for what reads plain text (TF-IDF, the predictions file)."""
+    return text if isinstance(text, str) else " | ".join(text)
 
 
 def _is_missing(value) -> bool:
@@ -221,7 +229,7 @@ def examples_from_table(
         raise LorafitError(
             f"{where}: label column '{cfg.label_column}' not found (columns: {', '.join(map(str, table.columns))})"
         )
-    texts = join_texts(table, text_columns, where)
+    texts = join_texts(table, text_columns, where, pair=cfg.pair)
     labels, names = encode_labels(table[cfg.label_column].tolist(), label_names, where)
     return Examples(texts, labels, names, source=where)
 
@@ -240,27 +248,30 @@ def load_examples(
     trust_pickle: bool | None = None,
 ) -> Examples:
     """Labelled examples from a local file or, when `source` is no file, a Hugging Face dataset."""
-    source = source or cfg.train
+    table, where, declared = read_source(source or cfg.train, cfg, split or cfg.split, trust_pickle)
+    names = label_names or (cfg.labels or declared if declared else None)
+    return examples_from_table(table, cfg, where=where, label_names=names)
+
+
+def read_source(
+    source: str, cfg: DataConfig, split: str, trust_pickle: bool | None = None
+) -> tuple[pd.DataFrame, str, list[str] | None]:
+    """(table, where it came from, label names the dataset declares): a local file, or a split of a
+    Hugging Face dataset (a hub id, or a local dataset folder) in its configuration `data.subset`."""
     if is_local_file(source):
-        table = read_table(source, cfg.format, trust_pickle=trust_pickle)
-        return examples_from_table(table, cfg, where=str(source), label_names=label_names)
-    return _load_hub_examples(cfg, source, split or cfg.split, label_names)
-
-
-def _load_hub_examples(cfg: DataConfig, name: str, split: str, label_names: list[str] | None) -> Examples:
+        return read_table(source, cfg.format, trust_pickle=trust_pickle), str(source), None
     import datasets
 
+    where = f"{source}{f'/{cfg.subset}' if cfg.subset else ''}[{split}]"
     try:
-        dataset = datasets.load_dataset(name, split=split)
-    except Exception as e:  # the hub raises many types: offline, missing, gated
+        dataset = datasets.load_dataset(source, cfg.subset, split=split)
+    except Exception as e:  # the hub raises many types: offline, missing, gated, no such split
         raise LorafitError(
-            f"dataset '{name}' (split {split}) could not be loaded from the Hugging Face Hub: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+            f"dataset {where} could not be loaded: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
             "give a local file with data.train=path/to/file.csv"
         ) from None
     feature = dataset.features.get(cfg.label_column)
-    names = label_names or cfg.labels or getattr(feature, "names", None)
-    return examples_from_table(dataset.to_pandas(), cfg, where=f"{name}[{split}]", label_names=names)
+    return dataset.to_pandas(), where, getattr(feature, "names", None)
 
 
 def stratified_split(examples: Examples, size: float, seed: int, what: str) -> tuple[Examples, Examples]:
@@ -311,8 +322,19 @@ def prepare_splits(cfg: DataConfig, tokenizer) -> Splits:
     if cfg.limit and cfg.limit < len(pool):
         _, pool = stratified_split(pool, cfg.limit, cfg.seed, f"data.limit={cfg.limit}")
     if cfg.validation_file:
+        if not is_local_file(cfg.validation_file):  # not read as a hub dataset: its *train* split would be used
+            raise LorafitError(
+                f"data.validation_file={cfg.validation_file} is not a file; for a split of the dataset "
+                "use data.validation_split=NAME"
+            )
+        train, validation = pool, load_examples(cfg, source=cfg.validation_file, label_names=pool.label_names)
+    elif cfg.validation_split:
+        if is_local_file(cfg.train):
+            raise LorafitError(
+                "data.validation_split names a split of a Hugging Face dataset; for a file use data.validation_file"
+            )
         train = pool
-        validation = load_examples(cfg, source=cfg.validation_file, label_names=pool.label_names)
+        validation = load_examples(cfg, split=cfg.validation_split, label_names=pool.label_names)
     else:
         train, validation = stratified_split(pool, cfg.validation_size, cfg.seed, "data.validation_size")
     if cfg.train_limit and cfg.train_limit < len(train):  # the validation split stays that of the whole pool
@@ -321,6 +343,8 @@ def prepare_splits(cfg: DataConfig, tokenizer) -> Splits:
         train = filter_by_length(train, token_lengths(tokenizer, train.texts), cfg.length_percentiles)
         info.update(train.dropped)
     info.update(train_rows=len(train), validation_rows=len(validation), label_names=pool.label_names)
+    if validation.source != pool.source:  # which file or split validated, said where it is read back
+        info["validation_source"] = validation.source
     return Splits(train, validation, info)
 
 

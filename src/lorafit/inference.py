@@ -11,7 +11,7 @@ import torch
 
 from . import rundir
 from .config import recipe_from_dict
-from .data import examples_from_table, join_texts, read_table
+from .data import examples_from_table, join_texts, read_source
 from .device import HALF_DTYPES, inference_path
 from .errors import LorafitError
 from .heads import apply_head, frozen_head_weights, load_frozen_head_weights
@@ -207,15 +207,14 @@ def ensemble_proba(runs: LoadedRun | list[LoadedRun], texts: list[str], progress
     return np.mean([predict_proba(run, texts, progress=progress) for run in runs], axis=0)
 
 
-def evaluate_file(runs: LoadedRun | list[LoadedRun], path: str, trust_pickle: bool = False, **data_overrides) -> dict:
-    """Validation metrics on any labelled file, with the (first) run's column options."""
+def evaluate_file(
+    runs: LoadedRun | list[LoadedRun], path: str, trust_pickle: bool = False, split: str = "test", **data_overrides
+) -> dict:
+    """Metrics on any labelled file or dataset split, with the (first) run's column options."""
     run = runs[0] if isinstance(runs, list) else runs
-    data = run.recipe.data
-    for key, value in data_overrides.items():
-        if value is not None:
-            setattr(data, key, value)
-    table = read_table(path, data.format, trust_pickle=trust_pickle)
-    examples = examples_from_table(table, data, where=str(path), label_names=run.label_names)
+    data = run.recipe.data.model_copy(update={k: v for k, v in data_overrides.items() if v is not None})
+    table, where, _ = read_source(path, data, split, trust_pickle)
+    examples = examples_from_table(table, data, where=where, label_names=run.label_names)
     predictions = ensemble_proba(runs, examples.texts, progress=True).argmax(-1)
     return classification_metrics(examples.labels, predictions, run.label_names)
 
@@ -228,14 +227,16 @@ def predict_file(
     trust_pickle: bool = False,
     text_columns: list[str] | None = None,
     id_column: str = "id",
+    split: str = "test",
+    subset: str | None = None,
 ) -> Path:
     """A Kaggle-style submission: ID,Label (label index), with a probability column per class if asked."""
     import pandas as pd
 
     run = runs[0] if isinstance(runs, list) else runs
-    data = run.recipe.data
-    table = read_table(input_path, data.format, trust_pickle=trust_pickle)
-    texts = join_texts(table, text_columns or data.text_columns, where=str(input_path))
+    data = run.recipe.data.model_copy(update={"subset": subset} if subset else {})
+    table, where, _ = read_source(input_path, data, split, trust_pickle)
+    texts = join_texts(table, text_columns or data.text_columns, where=where, pair=data.pair)
     probabilities = ensemble_proba(runs, texts, progress=True)
     ids = _id_column(table, id_column)
     submission = pd.DataFrame({"ID": ids, "Label": probabilities.argmax(-1)})

@@ -1,4 +1,4 @@
-"""Accuracy and weighted precision/recall/F1, as both reports measured them."""
+"""Accuracy and weighted precision/recall/F1, as both reports measured them, and macro F1."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def classification_metrics(labels, predictions, label_names: list[str]) -> dict:
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
+        "macro_f1": float(per_f.mean()),
         "per_class": {
             name: {
                 "precision": float(per_p[i]),
@@ -44,7 +45,7 @@ def logits_and_labels(eval_prediction) -> tuple[np.ndarray, np.ndarray]:
 
 def trainer_scores(eval_prediction) -> dict:
     """The scalars the Trainer logs each epoch and picks the best checkpoint by."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
     logits, labels = logits_and_labels(eval_prediction)
     predictions = np.argmax(logits, axis=-1)
@@ -52,6 +53,9 @@ def trainer_scores(eval_prediction) -> dict:
     return {
         "accuracy": float(accuracy_score(labels, predictions)),
         "f1": float(f1),
+        "macro_f1": float(
+            f1_score(labels, predictions, labels=range(logits.shape[-1]), average="macro", zero_division=0)
+        ),
         "precision": float(precision),
         "recall": float(recall),
     }

@@ -19,7 +19,15 @@ def plot_history(history: list[dict], folder: Path) -> list[Path]:
     written = []
     for name, series, ylabel in (
         ("loss.png", {"train loss": "train_loss", "validation loss": "eval_loss"}, "cross-entropy loss"),
-        ("accuracy.png", {"validation accuracy": "eval_accuracy", "validation F1 (weighted)": "eval_f1"}, "score"),
+        (
+            "accuracy.png",
+            {
+                "validation accuracy": "eval_accuracy",
+                "validation F1 (weighted)": "eval_f1",
+                "validation F1 (macro)": "eval_macro_f1",
+            },
+            "score",
+        ),
     ):
         fig, ax = plt.subplots(figsize=(6, 4))
         for label, key in series.items():

@@ -10,6 +10,7 @@ import yaml
 from transformers import TrainerCallback
 
 from . import rundir
+from .choices import BEST_METRICS
 from .config import Recipe, recipe_from_dict
 from .errors import LorafitError
 
@@ -87,33 +88,36 @@ class CheckpointMarker(TrainerCallback):
 
 
 class BestEpochWeights(TrainerCallback):
-    """Keeps the trainable weights of the best epoch so far (validation accuracy; the first of
-    equals) in one atomically replaced file, and stops after `patience` epochs without a better
+    """Keeps the trainable weights of the best epoch so far (by `training.metric_for_best`; the first
+    of equals) in one atomically replaced file, and stops after `patience` epochs without a better
     one. Both follow from the Trainer's log history, which a resumed Trainer restores."""
 
-    def __init__(self, model, run_dir: Path, patience: int | None, on_best=None):
+    def __init__(self, model, run_dir: Path, patience: int | None, metric: str = "accuracy", on_best=None):
         self.model, self.path, self.patience = model, run_dir / rundir.BEST_WEIGHTS, patience
+        key, self.higher_is_better = BEST_METRICS[metric]
+        self.key = f"eval_{key}"
         self.on_best = on_best or (lambda: None)  # called on every process at each new best epoch
 
     def on_evaluate(self, args, state, control, metrics=None, **_):
-        scores = [e["eval_accuracy"] for e in state.log_history if "eval_accuracy" in e]
+        sign = 1 if self.higher_is_better else -1
+        scores = [sign * e[self.key] for e in state.log_history if self.key in e]
         if not scores or metrics is None:
             return
         best = scores.index(max(scores))
         if best == len(scores) - 1:  # the best so far (it is already logged)
             self.on_best()
             if state.is_world_process_zero:
-                self.save(metrics["eval_accuracy"], state.epoch)
+                self.save(metrics[self.key], state.epoch)
         if self.patience and len(scores) - 1 - best >= self.patience:
             control.should_training_stop = True
 
-    def save(self, accuracy: float, epoch: float) -> None:
+    def save(self, score: float, epoch: float) -> None:
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
         with rundir.atomic_file(self.path) as temporary:
-            save_file(state, str(temporary), metadata={"accuracy": repr(accuracy), "epoch": repr(epoch)})
+            save_file(state, str(temporary), metadata={self.key: repr(score), "epoch": repr(epoch)})
 
     def restore(self) -> None:
         from peft import set_peft_model_state_dict

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from . import rundir
 from .budget import fill_budget, label_names_for_plan, plan, with_ranks
+from .choices import BEST_METRICS
 from .config import Recipe, recipe_from_dict, set_dotted, write_recipe
 from .errors import LorafitError
 
@@ -62,18 +63,19 @@ def suggest(trial, space: dict) -> dict:
 
 
 class ReportToTrial(TrainerCallback):
-    """Epoch accuracy to Optuna; a trial the pruner rejects stops here."""
+    """The epoch's metric_for_best to Optuna; a trial the pruner rejects stops here."""
 
-    def __init__(self, trial, prune: bool):
-        self.trial, self.prune = trial, prune
+    def __init__(self, trial, prune: bool, metric: str):
+        self.trial, self.prune, self.metric = trial, prune, metric
 
     def on_evaluate(self, args, state, control, metrics=None, **_):
         import optuna
 
         step = max(1, round(state.epoch or 1))
-        self.trial.report(metrics["eval_accuracy"], step)
+        value = metrics[f"eval_{BEST_METRICS[self.metric][0]}"]
+        self.trial.report(value, step)
         if self.prune and self.trial.should_prune():
-            raise optuna.TrialPruned(f"accuracy {metrics['eval_accuracy']:.4f} after epoch {step}")
+            raise optuna.TrialPruned(f"{self.metric} {value:.4f} after epoch {step}")
 
 
 def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None = None) -> SearchResult:
@@ -88,8 +90,9 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
         raise LorafitError(f"{folder} already exists and is not empty; choose another --output-dir")
     label_names = label_names_for_plan(recipe)
     _check_space(recipe, label_names)
+    metric = recipe.training.metric_for_best
     study = optuna.create_study(
-        direction="maximize",
+        direction="maximize" if BEST_METRICS[metric][1] else "minimize",
         sampler=optuna.samplers.TPESampler(seed=recipe.training.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
     )
@@ -109,7 +112,9 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
         started = time.time()
         run_dir = folder / f"trial-{trial.number:03d}"
         try:
-            result = train(chosen, output_dir=str(run_dir), callbacks=[ReportToTrial(trial, recipe.search.prune)])
+            result = train(
+                chosen, output_dir=str(run_dir), callbacks=[ReportToTrial(trial, recipe.search.prune, metric)]
+            )
         except optuna.TrialPruned:
             shutil.rmtree(run_dir, ignore_errors=True)
             row.update(state="pruned", minutes=round((time.time() - started) / 60, 2))
@@ -118,9 +123,10 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
             state="complete",
             accuracy=result.metrics["accuracy"],
             f1=result.metrics["f1"],
+            macro_f1=result.metrics["macro_f1"],
             minutes=round((time.time() - started) / 60, 2),
         )
-        return result.metrics["accuracy"]
+        return result.metrics[BEST_METRICS[metric][0]]
 
     timeout = recipe.search.timeout_minutes * 60 if recipe.search.timeout_minutes else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -128,7 +134,7 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise LorafitError(f"no trial of the search completed; see {folder}")
-    best = max(complete, key=lambda t: t.value)
+    best = study.best_trial
     best_recipe = recipe_from_dict(best.user_attrs["recipe"])
     _write_trials(folder, rows)
     from .plots import plot_search
@@ -138,7 +144,7 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
         best_recipe,
         folder / BEST_RECIPE,
         f"best of {len(study.trials)} trials of `lorafit search` on recipe '{recipe.name}': "
-        f"trial {best.number}, validation accuracy {best.value:.4f}",
+        f"trial {best.number}, validation {metric} {best.value:.4f}",
     )
     return SearchResult(folder, path, best.value, rows)
 

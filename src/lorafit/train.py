@@ -17,9 +17,9 @@ from transformers import TrainerCallback
 from . import rundir
 from .budget import Plan, plan
 from .card import write_card
-from .choices import HALF_PRECISIONS
+from .choices import BEST_METRICS, HALF_PRECISIONS
 from .config import Recipe
-from .data import prepare_splits, tokenize
+from .data import flat_text, prepare_splits, tokenize
 from .device import (
     SpeedSettings,
     allocator_in_use,
@@ -38,7 +38,7 @@ from .plots import plot_confusion_matrix, plot_history
 from .resume import BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "learning_rate"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_macro_f1", "learning_rate"]
 
 
 @dataclass
@@ -125,6 +125,24 @@ class TrainingClock(TrainerCallback):
     def on_step_end(self, args, state, control, **_):
         tenth = min(9, (state.global_step - 1) * 10 // max(1, state.max_steps))
         self.tenths[tenth] += time.perf_counter() - self.step_started
+
+
+def balanced_class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
+    """rows / (classes x rows of the class), as scikit-learn's class_weight="balanced"."""
+    counts = torch.bincount(torch.as_tensor(labels), minlength=num_labels).clamp(min=1)
+    return len(labels) / (num_labels * counts.double())
+
+
+def weighted_loss(weights: torch.Tensor):
+    """The Trainer's compute_loss_func: cross-entropy with a weight per class, summed over the batch and
+    divided by the rows of the whole accumulated step (the Trainer's num_items_in_batch)."""
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"].float()
+        total = torch.nn.functional.cross_entropy(logits, labels, weight=weights.to(logits), reduction="sum")
+        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+
+    return loss
 
 
 def apply_speedups(model, speed: SpeedSettings):
@@ -246,14 +264,20 @@ def build_trainer(
             train_set, validation_set = reuse_frozen_layers(model, recipe, speed, train_set, validation_set)
         collator, layers_used = collate_states, skip_frozen_layers(model, speed.frozen_layers_reused)
     outputs = ValidationOutputs()
-    best = BestEpochWeights(model, run_dir, recipe.training.early_stopping_patience, on_best=outputs.keep_best)
+    t = recipe.training
+    best = BestEpochWeights(model, run_dir, t.early_stopping_patience, t.metric_for_best, on_best=outputs.keep_best)
     clock = TrainingClock()
     callbacks = [best, CheckpointMarker(), clock, *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
+    class_weights = None
+    if recipe.training.class_weights == "balanced":
+        class_weights = balanced_class_weights(splits.train.labels, len(label_names))
+        splits.info["class_weights"] = [round(w, 6) for w in class_weights.tolist()]  # recorded in run.json
     trainer = Trainer(
         model=model,
         args=args,
+        compute_loss_func=weighted_loss(class_weights) if class_weights is not None else None,
         train_dataset=train_set,
         eval_dataset=validation_set,
         processing_class=tokenizer,
@@ -296,7 +320,9 @@ def train(
     label_names = run.splits.info["label_names"]
     history = epoch_history(trainer.state.log_history)
     metrics = classification_metrics(labels, logits.argmax(-1), label_names)
-    metrics["best_epoch"] = best_epoch(history)
+    metrics["best_epoch"] = best_epoch(history, recipe.training.metric_for_best)
+    metrics["metric_for_best"] = recipe.training.metric_for_best
+    metrics["loss"] = next((row["eval_loss"] for row in history if row["epoch"] == metrics["best_epoch"]), None)
     wall = time.time() - started
     if not run.is_main:
         return RunResult(run_dir, metrics, history, run.plan, wall, wrote_artifacts=False)
@@ -338,7 +364,7 @@ def save_validation_predictions(run_dir: Path, validation, logits, labels, order
     columns = ["text", "label", "prediction", *[f"p_{name}" for name in label_names]]
     rows = [
         {
-            "text": text,
+            "text": flat_text(text),
             "label": label_names[label],
             "prediction": label_names[by_row[i].argmax()],
             **{f"p_{name}": round(float(p), 6) for name, p in zip(label_names, by_row[i])},
@@ -357,14 +383,17 @@ def epoch_history(log_history: list[dict]) -> list[dict]:
         row = rows.setdefault(round(entry["epoch"] + 1e-9, 4), {})
         if "loss" in entry:
             row.update(train_loss=entry["loss"], learning_rate=entry.get("learning_rate"))
-        for key in ("eval_loss", "eval_accuracy", "eval_f1"):
+        for key in ("eval_loss", "eval_accuracy", "eval_f1", "eval_macro_f1"):
             if key in entry:
                 row[key] = entry[key]
     return [{"epoch": epoch, **row} for epoch, row in sorted(rows.items()) if "eval_accuracy" in row]
 
 
-def best_epoch(history: list[dict]) -> float | None:
-    return max(history, key=lambda row: row["eval_accuracy"])["epoch"] if history else None
+def best_epoch(history: list[dict], metric: str = "accuracy") -> float | None:
+    """The first epoch with the best `metric` (training.metric_for_best), as BestEpochWeights kept it."""
+    key, higher_is_better = BEST_METRICS[metric]
+    sign = 1 if higher_is_better else -1
+    return max(history, key=lambda row: sign * row[f"eval_{key}"])["epoch"] if history else None
 
 
 def save_run(
@@ -411,7 +440,7 @@ def save_run(
                 "lora": budget_plan.lora,
                 "head": budget_plan.head,
             },
-            "validation": {k: metrics[k] for k in ("accuracy", "f1", "precision", "recall", "n")},
+            "validation": {k: metrics[k] for k in ("accuracy", "f1", "macro_f1", "precision", "recall", "n")},
             "wall_seconds": round(wall, 2),
             "versions": package_versions(),
             "python": platform.python_version(),
