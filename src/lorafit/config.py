@@ -249,11 +249,21 @@ class TrainingConfig(Section):
     cpu_dropout: bool = Field(
         True, description="on a CPU, draw dropout masks 4x more cheaply (same dropout, other random numbers)"
     )
+    report_to: list[Literal["none", "tensorboard", "mlflow", "wandb"]] = Field(
+        ["none"],
+        description="experiment trackers (several allowed; pip install 'lorafit[tracking]'): tensorboard writes "
+        "into the run's tensorboard/ folder, mlflow into runs/mlflow.db unless MLFLOW_TRACKING_URI is set",
+    )
+    logging_steps: int | None = Field(
+        None, ge=1, description="log the training loss every this many steps (default: once per epoch)"
+    )
     reuse_frozen_layers: bool = Field(
         False,
         description="compute the frozen layers below the lowest trained one once (no dropout there), "
         "cache their output and train only the layers above",
     )
+
+    _lists = field_validator("report_to", mode="before")(_as_list)
 
 
 class SearchConfig(Section):

@@ -37,6 +37,7 @@ from .model import build_lora_model, load_tokenizer, model_identity, portable_mo
 from .plots import plot_confusion_matrix, plot_history
 from .resume import BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout
+from .tracking import chosen_trackers, trackers
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_macro_f1", "learning_rate"]
 
@@ -163,10 +164,11 @@ def reuse_frozen_layers(model, recipe: Recipe, speed: SpeedSettings, *tokenized)
     )
 
 
-def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: SpeedSettings):
+def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: SpeedSettings, report_to: list[str] = ()):
     from transformers import TrainingArguments
 
     t = recipe.training
+    logging = {"logging_strategy": "steps", "logging_steps": t.logging_steps} if t.logging_steps else {}
     return TrainingArguments(
         **({speed.precision: True} if speed.precision in HALF_PRECISIONS else {}),  # bf16=True / fp16=True
         use_cpu=speed.device == "cpu",  # the Trainer takes bf16 on a CPU only when told it is one
@@ -187,9 +189,11 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: SpeedSetting
         save_strategy="steps",
         save_steps=t.checkpoint_steps,
         save_total_limit=2,
-        logging_strategy="epoch",  # the logged loss is then the mean over the epoch
+        # by default the logged loss is the mean over the epoch; history.csv averages finer logs per epoch
+        **(logging or {"logging_strategy": "epoch"}),
         seed=t.seed,
-        report_to="none",
+        report_to=list(report_to) or "none",
+        run_name=f"{recipe.name}/{checkpoint_dir.parent.name}",  # a tracker's name for this run
         disable_tqdm=False,
         dataloader_pin_memory=torch.cuda.is_available(),
         # classification losses are per-example means that ignore num_items_in_batch; with this on,
@@ -231,13 +235,16 @@ def build_trainer(
     benchmarks) leaves the run directory alone; `argument_overrides` replace TrainingArguments fields."""
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
+    chosen_trackers(recipe)  # a missing tracker package fails before the data is read
     tokenizer = load_tokenizer(recipe.model)
     splits = prepare_splits(recipe.data, tokenizer)
     label_names = splits.info["label_names"]
     budget_plan = plan(recipe, label_names)
     budget_plan.check()  # before any weights are loaded or files written
     speed = speed_settings(recipe, budget_plan)
-    args = training_arguments(recipe, run_dir / rundir.CHECKPOINTS, speed)  # joins the process group under torchrun
+    report_to, tracking_callbacks = trackers(recipe, run_dir)
+    # joins the process group under torchrun
+    args = training_arguments(recipe, run_dir / rundir.CHECKPOINTS, speed, report_to)
     if argument_overrides:
         args = dataclasses.replace(args, **argument_overrides)
     speed.processes = args.world_size
@@ -267,7 +274,7 @@ def build_trainer(
     t = recipe.training
     best = BestEpochWeights(model, run_dir, t.early_stopping_patience, t.metric_for_best, on_best=outputs.keep_best)
     clock = TrainingClock()
-    callbacks = [best, CheckpointMarker(), clock, *(callbacks or [])]
+    callbacks = [best, CheckpointMarker(), clock, *tracking_callbacks, *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
     class_weights = None
@@ -285,6 +292,10 @@ def build_trainer(
         compute_metrics=outputs,
         callbacks=callbacks,
     )
+    # The classification heads take **kwargs but return a per-batch mean: told they handle
+    # num_items_in_batch, the Trainer would skip its division by gradient_accumulation_steps and
+    # train (and log) with the loss times that (huggingface/transformers#47688)
+    trainer.model_accepts_loss_kwargs = False
     return Pipeline(trainer, model, splits, budget_plan, speed, checkpoint, layers_used, outputs, best, clock)
 
 
@@ -375,18 +386,20 @@ def save_validation_predictions(run_dir: Path, validation, logits, labels, order
 
 
 def epoch_history(log_history: list[dict]) -> list[dict]:
-    """One row per epoch from the Trainer's logs: the train-loss log and the evaluation log."""
-    rows: dict[int, dict] = {}
+    """One row per evaluated epoch from the Trainer's logs: its evaluation, and the mean of the
+    training losses logged since the previous one (one per epoch, or one per training.logging_steps)."""
+    rows, losses = [], []
     for entry in log_history:
-        if "epoch" not in entry:
-            continue
-        row = rows.setdefault(round(entry["epoch"] + 1e-9, 4), {})
         if "loss" in entry:
-            row.update(train_loss=entry["loss"], learning_rate=entry.get("learning_rate"))
-        for key in ("eval_loss", "eval_accuracy", "eval_f1", "eval_macro_f1"):
-            if key in entry:
-                row[key] = entry[key]
-    return [{"epoch": epoch, **row} for epoch, row in sorted(rows.items()) if "eval_accuracy" in row]
+            losses.append((entry["loss"], entry.get("learning_rate")))
+        if "eval_accuracy" in entry:
+            row = {"epoch": round(entry["epoch"] + 1e-9, 4)}
+            if losses:
+                row.update(train_loss=sum(loss for loss, _ in losses) / len(losses), learning_rate=losses[-1][1])
+            row.update({k: entry[k] for k in ("eval_loss", "eval_accuracy", "eval_f1", "eval_macro_f1") if k in entry})
+            rows.append(row)
+            losses = []
+    return rows
 
 
 def best_epoch(history: list[dict], metric: str = "accuracy") -> float | None:
