@@ -129,3 +129,36 @@ def test_export_refuses_an_existing_folder_and_int8_without_onnx(tiny_finished_r
     assert "already exists" in capsys.readouterr().err
     assert main(["export", str(tiny_finished_run), "--output", str(tmp_path / "x"), "--int8"]) == 2
     assert "--format onnx" in capsys.readouterr().err
+
+
+def test_push_stages_the_adapter_card_and_plots_without_machine_paths(tiny_finished_run, tmp_path, capsys):
+    staged = tmp_path / "upload"
+    assert main(["push", str(tiny_finished_run), "--repo-id", "someone/tiny", "--stage-only", str(staged)]) == 0
+    names = {p.name for p in staged.iterdir()}
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "README.md",
+        "run.json",
+        "plots",
+        "labels.json",
+    } <= names
+    assert not names & {"validation_predictions.csv", "recipe.yaml", "checkpoints"}  # training texts stay home
+    text = "\n".join(p.read_text() for p in staged.iterdir() if p.suffix in (".json", ".md"))
+    assert "/tmp/" not in text and "/work/" not in text  # no path of this machine
+    info = json.loads((staged / "run.json").read_text())
+    assert info["recipe"]["data"]["train"] == "train.csv"
+    assert "staged" in capsys.readouterr().out
+
+
+def test_push_of_the_merged_export_stages_a_stock_model(tiny_finished_run, tmp_path):
+    staged = tmp_path / "merged"
+    assert main(["push", str(tiny_finished_run), "--repo-id", "a/b", "--merged", "--stage-only", str(staged)]) == 0
+    assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in staged.iterdir()}
+
+
+def test_push_offline_fails_in_one_line_naming_the_repository(tiny_finished_run, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub cannot be reached here either way; this fails fast
+    assert main(["push", str(tiny_finished_run), "--repo-id", "someone/tiny"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "push to someone/tiny failed" in error

@@ -45,6 +45,18 @@ def dataset_name(recipe: dict) -> str:
     return Path(train).name if is_local_file(train) else train
 
 
+def portable_info(info: dict) -> dict:
+    """run.json for sharing: data files named, not located (a local base model is already relative)."""
+    data = {**info["recipe"]["data"]}
+    for key in ("train", "validation_file"):
+        if data.get(key):
+            data[key] = dataset_name({"data": {"train": data[key]}})
+    shared = {**info, "recipe": {**info["recipe"], "data": data}}
+    if "source" in info.get("data", {}):
+        shared["data"] = {**info["data"], "source": data["train"]}
+    return shared
+
+
 def base_model_text(info: dict) -> str:
     name = info["base_model"]
     if info.get("base_model_relative_to_run"):

@@ -1,5 +1,5 @@
-"""`lorafit plan | train | search | baseline | evaluate | predict | classify | serve | export | card | info |
-schema`: parse, call the library, print."""
+"""`lorafit plan | train | search | baseline | evaluate | predict | classify | serve | export | push | card |
+info | schema`: parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -119,6 +119,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "model as an ONNX graph for onnxruntime",
     )
     export.add_argument("--int8", action="store_true", help="with --format onnx: dynamic int8 weights")
+
+    push = commands.add_parser("push", help="upload a run (adapter, card, plots) to a Hugging Face Hub repository")
+    push.add_argument("run")
+    push.add_argument("--repo-id", required=True, help="user/name; created if it does not exist")
+    push.add_argument("--merged", action="store_true", help="upload the stock transformers export instead")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--stage-only", metavar="DIR", help="write the folder that would be uploaded, upload nothing")
 
     card = commands.add_parser("card", help="(re)write a run's model card, README.md, from the run")
     card.add_argument("run")
@@ -357,6 +364,19 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_push(args) -> int:
+    from pathlib import Path
+
+    from .push import push, stage
+
+    if args.stage_only:
+        folder = stage(Path(args.run), Path(args.stage_only), args.merged)
+        print(f"staged {folder} for {args.repo_id}: " + ", ".join(sorted(p.name for p in folder.iterdir())))
+        return 0
+    print(f"pushed {args.run} to {push(args.run, args.repo_id, args.merged, args.private)}")
+    return 0
+
+
 def cmd_card(args) -> int:
     from pathlib import Path
 
@@ -400,6 +420,7 @@ COMMANDS = {
     "classify": cmd_classify,
     "serve": cmd_serve,
     "export": cmd_export,
+    "push": cmd_push,
     "card": cmd_card,
     "info": cmd_info,
     "schema": cmd_schema,

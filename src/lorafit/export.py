@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from . import rundir
-from .card import write_card
+from .card import portable_info, write_card
 from .errors import LorafitError
 from .heads import MaskedMean, OutProj
 
@@ -39,8 +39,9 @@ def export_run(run_dir: str | Path, output: str | Path, fmt: str = "transformers
             stock_model(run.model, run.recipe.model.head).save_pretrained(staging, safe_serialization=True)
         run.tokenizer.model_max_length = run.recipe.data.max_length  # truncation=True cuts where training did
         run.tokenizer.save_pretrained(staging)
-        for name in (rundir.RUN_JSON, rundir.METRICS_JSON, rundir.LABELS_JSON):
+        for name in (rundir.METRICS_JSON, rundir.LABELS_JSON):
             shutil.copy(run_dir / name, staging / name)
+        rundir.write_json(staging / rundir.RUN_JSON, portable_info(run.info))
         if (run_dir / rundir.PLOTS).is_dir():
             shutil.copytree(run_dir / rundir.PLOTS, staging / rundir.PLOTS)
         write_card(staging)
