@@ -97,6 +97,7 @@ def test_search_keeps_every_trial_in_budget_and_writes_the_best_recipe(tiny_robe
     recipe["training"]["epochs"] = 1
     recipe["budget"]["max_trainable"] = 30_000
     recipe["search"]["trials"] = 3
+    recipe["training"]["report_to"] = ["mlflow"]  # each trial is an MLflow run
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = lorafit("search", path, "--output-dir", tmp_path / "search")
@@ -110,6 +111,14 @@ def test_search_keeps_every_trial_in_budget_and_writes_the_best_recipe(tiny_robe
     assert best.training.learning_rate == pytest.approx(best_row["training.learning_rate"])
     assert f"{trials.accuracy.max():.4f}" in out.stdout
     assert (tmp_path / "search" / "trials.png").stat().st_size > 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'search' / 'mlflow.db'}")
+    logged = client.search_runs([client.get_experiment_by_name(recipe["name"]).experiment_id])
+    by_name = {run.info.run_name: run.data.metrics["eval_accuracy"] for run in logged}
+    assert by_name == {
+        f"{recipe['name']}/trial-{t:03d}": pytest.approx(a) for t, a in zip(trials.trial, trials.accuracy)
+    }
     again = lorafit("search", path, "--output-dir", tmp_path / "search")
     assert again.returncode == 2 and "already exists" in again.stderr
 

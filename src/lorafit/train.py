@@ -134,6 +134,16 @@ def balanced_class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
     return len(labels) / (num_labels * counts.double())
 
 
+def class_weighted_loss(recipe: Recipe, splits):
+    """The Trainer's compute_loss_func for `training.class_weights` (None: the model's own loss);
+    the weights are recorded in run.json."""
+    if recipe.training.class_weights != "balanced":
+        return None
+    weights = balanced_class_weights(splits.train.labels, len(splits.info["label_names"]))
+    splits.info["class_weights"] = [round(w, 6) for w in weights.tolist()]
+    return weighted_loss(weights)
+
+
 def weighted_loss(weights: torch.Tensor):
     """The Trainer's compute_loss_func: cross-entropy with a weight per class, summed over the batch and
     divided by the rows of the whole accumulated step (the Trainer's num_items_in_batch)."""
@@ -277,14 +287,10 @@ def build_trainer(
     callbacks = [best, CheckpointMarker(), clock, *tracking_callbacks, *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
-    class_weights = None
-    if recipe.training.class_weights == "balanced":
-        class_weights = balanced_class_weights(splits.train.labels, len(label_names))
-        splits.info["class_weights"] = [round(w, 6) for w in class_weights.tolist()]  # recorded in run.json
     trainer = Trainer(
         model=model,
         args=args,
-        compute_loss_func=weighted_loss(class_weights) if class_weights is not None else None,
+        compute_loss_func=class_weighted_loss(recipe, splits),
         train_dataset=train_set,
         eval_dataset=validation_set,
         processing_class=tokenizer,
