@@ -66,13 +66,15 @@ def base_model_text(info: dict) -> str:
     return f"`{name}` from the Hugging Face Hub"
 
 
-def split_text(recipe: dict, data: dict) -> str:
+def split_text(recipe: dict) -> str:
     cfg = recipe["data"]
     if cfg.get("validation_file"):
         return f"the separate file `{Path(cfg['validation_file']).name}`"
+    if cfg.get("validation_split"):
+        return f"the dataset's `{cfg['validation_split']}` split"
     size = cfg["validation_size"]
-    share = f"{size:.0%}" if isinstance(size, float) and size < 1 else f"{size} rows"
-    return f"a stratified {share} of the file, seed {cfg['seed']}"
+    share = f"{size:.0%}" if size < 1 else f"{int(size)} rows"
+    return f"a stratified {share} of the data, seed {cfg['seed']}"
 
 
 def card_metadata(info: dict, metrics: dict):
@@ -132,7 +134,7 @@ lorafit under a budget of {parameters["budget"]:,} trainable parameters.
 ## Data
 
 - Training data: `{dataset}`, {data["rows"]:,} rows (fingerprint `{data["fingerprint"]}`).
-- {data["train_rows"]:,} training rows; {data["validation_rows"]:,} validation rows, {split_text(recipe, data)}.
+- {data["train_rows"]:,} training rows; {data["validation_rows"]:,} validation rows, {split_text(recipe)}.
 - Labels: {", ".join(f"{i} = {name}" for i, name in enumerate(labels))}.
 
 ## Parameters
