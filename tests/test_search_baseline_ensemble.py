@@ -12,10 +12,10 @@ import yaml
 from conftest import RECIPES
 
 from lorafit.budget import plan
-from lorafit.config import load_recipe, recipe_from_dict
+from lorafit.config import load_recipe
 from lorafit.data import prepare_splits
 from lorafit.errors import LorafitError
-from lorafit.inference import ensemble_proba, load_run, load_runs, predict_proba
+from lorafit.inference import ensemble_proba, load_run, load_runs, predict_proba, run_recipe
 
 
 def lorafit(*args):
@@ -75,7 +75,7 @@ def test_ensemble_cli_and_label_mismatch(two_seeds, tmp_path):
 def test_runs_with_other_heads_reload_to_their_own_metrics(head, tiny_roberta, agnews_csv, tmp_path):
     run_dir = tiny_train(tmp_path / head, tiny_roberta, agnews_csv, f"model.head={head}", "training.precision=fp32")
     info = json.loads((run_dir / "run.json").read_text())
-    recipe = recipe_from_dict(info["recipe"])
+    recipe = run_recipe(run_dir, info)  # run.json records a local base model relative to the run
     assert info["parameters"]["trainable"] == plan(recipe).trainable
     validation = prepare_splits(recipe.data, None).validation
     for merge in (False, True):
