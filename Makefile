@@ -6,6 +6,7 @@
 # make bench-frozen reused frozen layers on all-mpnet-base-v2 -> bench/FROZEN.md
 # make bench-paths  every inference path on this kind of CPU -> bench/PATHS.md (MPNET_RUN=run adds MPNet)
 # make bench-allocator  glibc's memory allocator against jemalloc, tcmalloc, mimalloc -> bench/ALLOCATOR.md
+# make bench-tracking   one AG News run in TensorBoard and MLflow, read back and plotted -> bench/TRACKING.md
 # make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
 #                   (make accuracy-search first runs the hyperparameter search it reports)
 # make reliability  every bad input and fault, what the user sees -> docs/RELIABILITY.md
@@ -17,7 +18,7 @@ TORCH_VERSION ?= 2.13.0
 # wheel is the multi-GB CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
 TORCH_INDEX ?=
 
-.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-allocator accuracy accuracy-search reliability clean
+.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-allocator bench-tracking accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -58,6 +59,9 @@ bench-paths: install
 
 bench-allocator: install
 	$(PY) bench/allocator.py
+
+bench-tracking: install
+	$(PY) bench/tracking.py
 
 accuracy-search: install
 	$(PY) bench/accuracy.py --search

@@ -109,6 +109,8 @@ def assert_export_matches(run_dir, texts, tmp_path):
     assert (exported / "model.safetensors").is_file() and (exported / "README.md").is_file()
     ours = predict_proba(load_run(run_dir, precision="fp32"), texts)
     theirs = np.array([[row[name] for name in labels] for row in stock_probabilities(exported, texts, tmp_path)])
+    print(f"{run_dir}: largest probability difference {np.abs(theirs - ours).max():.2e}, "
+          f"same label on {(theirs.argmax(1) == ours.argmax(1)).mean():.2%} of {len(texts)} rows")  # fmt: skip
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
     top_two = np.sort(ours, axis=1)[:, -2:]
     clear = top_two[:, 1] - top_two[:, 0] > 1e-5  # a tie within float error may go either way
