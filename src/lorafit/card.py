@@ -133,7 +133,7 @@ lorafit under a budget of {parameters["budget"]:,} trainable parameters.
 
 ## Data
 
-- Training data: `{dataset}`, {data["rows"]:,} rows (fingerprint `{data["fingerprint"]}`).
+- Training data: `{dataset}`, {data["rows"]:,} rows in all (fingerprint `{data["fingerprint"]}`).
 - {data["train_rows"]:,} training rows; {data["validation_rows"]:,} validation rows, {split_text(recipe)}.
 - Labels: {", ".join(f"{i} = {name}" for i, name in enumerate(labels))}.
 
