@@ -111,18 +111,19 @@ def baseline() -> dict:
     }
 
 
-def load_recipe_dict(recipe: str, overrides: list[str]) -> dict:
+def lorafit_config():
     sys.path.insert(0, str(ROOT / "src"))
-    from lorafit.config import load_recipe
+    from lorafit import config
 
-    return load_recipe(ROOT / recipe, overrides).to_dict()
+    return config
+
+
+def load_recipe_dict(recipe: str, overrides: list[str]) -> dict:
+    return lorafit_config().load_recipe(ROOT / recipe, overrides).to_dict()
 
 
 def recipe_dict_now(raw: dict) -> dict:
-    sys.path.insert(0, str(ROOT / "src"))
-    from lorafit.config import recipe_from_dict
-
-    return recipe_from_dict(raw).to_dict()
+    return lorafit_config().recipe_from_dict(raw).to_dict()
 
 
 def base_row(name: str, run_dir: Path | None = None) -> dict:

@@ -36,7 +36,7 @@ def export_run(run_dir: str | Path, output: str | Path, fmt: str = "transformers
         if fmt == "onnx":
             _copy_graph(run.model.path, staging)
         else:
-            stock_model(run.model, run.recipe.model.head).save_pretrained(staging, safe_serialization=True)
+            stock_model(run.model).save_pretrained(staging, safe_serialization=True)
         run.tokenizer.model_max_length = run.recipe.data.max_length  # truncation=True cuts where training did
         run.tokenizer.save_pretrained(staging)
         for name in (rundir.METRICS_JSON, rundir.LABELS_JSON):
@@ -57,7 +57,7 @@ def _copy_graph(graph: Path, staging: Path) -> None:
         (staging / graph.name).rename(staging / "model.onnx")
 
 
-def stock_model(model: torch.nn.Module, head: str) -> torch.nn.Module:
+def stock_model(model: torch.nn.Module) -> torch.nn.Module:
     """The merged model as the stock class of its family, which plain transformers loads."""
     if not hasattr(model, "pooling"):  # default and lora-dense heads are the stock head already
         return model

@@ -35,9 +35,8 @@ def chosen_trackers(recipe: Recipe) -> list[str]:
     return chosen
 
 
-def trackers(recipe: Recipe, run_dir: Path) -> tuple[list[str], list[TrainerCallback]]:
-    """(report_to for TrainingArguments, callbacks to add)."""
-    chosen = chosen_trackers(recipe)
+def trackers(recipe: Recipe, run_dir: Path, chosen: list[str]) -> tuple[list[str], list[TrainerCallback]]:
+    """(report_to for TrainingArguments, callbacks to add) for the `chosen_trackers`."""
     callbacks: list[TrainerCallback] = []
     if "tensorboard" in chosen:
         callbacks.append(run_tensorboard(run_dir / TENSORBOARD_DIR))

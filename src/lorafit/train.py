@@ -245,14 +245,14 @@ def build_trainer(
     benchmarks) leaves the run directory alone; `argument_overrides` replace TrainingArguments fields."""
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
-    chosen_trackers(recipe)  # a missing tracker package fails before the data is read
+    chosen = chosen_trackers(recipe)  # a missing tracker package fails before the data is read
     tokenizer = load_tokenizer(recipe.model)
     splits = prepare_splits(recipe.data, tokenizer)
     label_names = splits.info["label_names"]
     budget_plan = plan(recipe, label_names)
     budget_plan.check()  # before any weights are loaded or files written
     speed = speed_settings(recipe, budget_plan)
-    report_to, tracking_callbacks = trackers(recipe, run_dir)
+    report_to, tracking_callbacks = trackers(recipe, run_dir, chosen)
     # joins the process group under torchrun
     args = training_arguments(recipe, run_dir / rundir.CHECKPOINTS, speed, report_to)
     if argument_overrides:
