@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import RECIPES
+from fastapi.testclient import TestClient
 
 from lorafit.cli import main
 from lorafit.config import load_recipe
 from lorafit.data import prepare_splits
 from lorafit.errors import LorafitError
+from lorafit.inference import classify, ensemble_proba, load_runs
 from lorafit.model import load_tokenizer
+from lorafit.serve import create_app
 from lorafit.train import balanced_class_weights, weighted_loss
 
 SMALL = ["data.max_length=32", "training.epochs=1", "data.limit=null"]
@@ -73,7 +76,7 @@ def test_a_validation_file_that_is_no_file_is_refused_not_read_as_a_hub_train_sp
         prepare_splits(recipe.data, load_tokenizer(recipe.model))
 
 
-def test_sentence_pairs_reach_the_tokenizer_as_pairs(agnews_rows, tiny_roberta, tmp_path):
+def test_sentence_pairs_reach_the_tokenizer_as_pairs(agnews_rows, tiny_roberta, tmp_path, capsys):
     pairs = tmp_path / "pairs.csv"
     with pairs.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -94,8 +97,32 @@ def test_sentence_pairs_reach_the_tokenizer_as_pairs(agnews_rows, tiny_roberta, 
                  "data.validation_size=40", "--output-dir", str(run_dir)]) == 0  # fmt: skip
     assert main(["predict", str(run_dir), "--input", str(pairs), "--output", str(tmp_path / "p.csv")]) == 0
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 201
+    classify_and_serve_pairs(run_dir, splits.validation.texts[:3], capsys)
     with pytest.raises(LorafitError, match="data.pair needs exactly two"):
         load_recipe(RECIPES / "agnews-report-b.yaml", ["data.pair=true"])
+
+
+def classify_and_serve_pairs(run_dir, pairs, capsys):
+    """classify (library and command line) and serve take a pair run's inputs as [first, second]."""
+    runs = load_runs([run_dir], precision="fp32")
+    expected = ensemble_proba(runs, pairs)
+    assert [r["index"] for r in classify(runs, [list(p) for p in pairs])] == expected.argmax(-1).tolist()
+    capsys.readouterr()
+    assert main(["classify", str(run_dir), "--json", "--precision", "fp32", *[side for p in pairs for side in p]]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["text"] for r in printed] == [list(p) for p in pairs]
+    assert [r["index"] for r in printed] == expected.argmax(-1).tolist()
+    assert main(["classify", str(run_dir), "only one side"]) == 2
+    assert "two by two" in capsys.readouterr().err
+    client = TestClient(create_app(runs))
+    assert client.get("/v1/model").json()["pairs"] is True
+    body = client.post("/v1/classify", json={"texts": [list(p) for p in pairs]}).json()
+    served = [list(p["probabilities"].values()) for p in body["predictions"]]
+    assert np.allclose(served, expected, atol=1e-5)
+    assert list(body["predictions"][0]["probabilities"]) == runs[0].label_names
+    refused = client.post("/v1/classify", json={"texts": [pairs[0][0]]})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "pair_expected"
+    assert "const PAIR = true;" in client.get("/").text
 
 
 def test_the_best_epoch_follows_metric_for_best_and_macro_f1_is_reported(tiny_roberta, agnews_csv, tmp_path):

@@ -71,6 +71,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows(runs, agnews_r
         ({"texts": ["x" * 301]}, 413, "max_chars=300"),
         ({"texts": []}, 400, "max_texts=4"),
         ({"texts": ["  "]}, 400, "texts[0] is empty"),
+        ({"texts": ["fine", ["a", "pair"]]}, 400, "texts[1] is a pair: this run classifies single texts"),
         ({"texts": "just a string"}, 422, "texts"),
         ({"text": ["a"]}, 422, "texts"),
         ({"texts": [1, 2]}, 422, "texts.0"),

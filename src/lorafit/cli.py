@@ -137,7 +137,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     schema.add_argument("--markdown", action="store_true", help="the table of recipe keys (as in the README)")
 
     classify = _run_command(commands, "classify", "label and probabilities of texts given on the command line")
-    classify.add_argument("texts", nargs="+")
+    classify.add_argument("texts", nargs="+", help="texts (a sentence-pair run: two by two, first second)")
     classify.add_argument("--json", action="store_true", help="print one JSON array")
     return parser, commands.choices
 
@@ -330,15 +330,18 @@ def cmd_predict(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from .inference import classify
+    from .data import flat_text
+    from .inference import classify, is_pair_run, pairs_from_arguments
 
-    results = classify(_load(args), args.texts)
+    runs = _load(args)
+    results = classify(runs, pairs_from_arguments(args.texts) if is_pair_run(runs) else args.texts)
     if args.json:
         print(json.dumps(results))
         return 0
     for result in results:
         ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
-        print(f"{result['label']}\t" + "  ".join(f"{k} {v:.3f}" for k, v in ranked) + f"\t{result['text'][:60]}")
+        scores = "  ".join(f"{k} {v:.3f}" for k, v in ranked)
+        print(f"{result['label']}\t{scores}\t{flat_text(result['text'])[:60]}")
     return 0
 
 

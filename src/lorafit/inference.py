@@ -253,12 +253,44 @@ def _id_column(table, id_column: str) -> list:
     return list(range(len(table)))
 
 
-def classify(runs: LoadedRun | list[LoadedRun], texts: list[str]) -> list[dict]:
-    """Label and class probabilities for each text."""
-    if not texts or any(not t.strip() for t in texts):
-        raise LorafitError("give at least one non-empty text to classify")
+def is_pair_run(runs: LoadedRun | list[LoadedRun]) -> bool:
+    """Whether the run classifies sentence pairs (trained with data.pair)."""
+    return (runs[0] if isinstance(runs, list) else runs).recipe.data.pair
+
+
+def input_problem(text, pair: bool) -> tuple[str, str] | None:
+    """Why one input cannot go to a run (`pair`: a sentence-pair run), as (code, what is wrong), or None."""
+    if pair and (isinstance(text, str) or len(text) != 2 or not all(isinstance(side, str) for side in text)):
+        return "pair_expected", "is not a [first, second] pair: this run classifies sentence pairs (data.pair)"
+    if not pair and not isinstance(text, str):
+        return "text_expected", "is a pair: this run classifies single texts (it was trained without data.pair)"
+    if not all(side.strip() for side in ([text] if isinstance(text, str) else text)):
+        return "empty_text", "has an empty side" if pair else "is empty"
+    return None
+
+
+def pairs_from_arguments(texts: list[str]) -> list[tuple[str, str]]:
+    """Command-line texts for a sentence-pair run, read two by two: first, second, first, second..."""
+    if len(texts) % 2:
+        raise LorafitError(
+            f"this run classifies sentence pairs (data.pair): give its texts two by two (first second ...), "
+            f"got {len(texts)}"
+        )
+    return list(zip(texts[::2], texts[1::2]))
+
+
+def classify(runs: LoadedRun | list[LoadedRun], texts: list) -> list[dict]:
+    """Label and class probabilities for each text (each [first, second] pair for a pair run)."""
+    if not texts:
+        raise LorafitError("give at least one text to classify")
+    pair = is_pair_run(runs)
+    for i, text in enumerate(texts, start=1):
+        problem = input_problem(text, pair)
+        if problem:
+            raise LorafitError(f"text {i} to classify {problem[1]}")
     names = (runs[0] if isinstance(runs, list) else runs).label_names
-    probabilities = ensemble_proba(runs, texts)
+    inputs = [tuple(text) if pair else text for text in texts]
+    probabilities = ensemble_proba(runs, inputs)
     return [
         {
             "text": text,

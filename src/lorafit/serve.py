@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .inference import LoadedRun, ensemble_proba
+from .inference import LoadedRun, ensemble_proba, input_problem, is_pair_run
 
 PAGE = Path(__file__).with_name("page.html")
 
 
 class ClassifyRequest(BaseModel):
-    texts: list[str] = Field(..., description="the texts to classify (limits: GET /v1/model)")
+    texts: list[str | list[str]] = Field(
+        ..., description="the texts to classify, or [first, second] pairs for a sentence-pair run (GET /v1/model)"
+    )
 
 
 class Prediction(BaseModel):
@@ -106,6 +108,7 @@ def create_app(runs: list[LoadedRun], limits: Limits | None = None, batching: bo
     from fastapi.responses import HTMLResponse, JSONResponse
 
     first = runs[0]
+    pair = is_pair_run(first)
     predict = lambda texts: ensemble_proba(runs, texts)  # noqa: E731
     batcher = MicroBatcher(predict, limits) if batching else None
     lock = threading.Lock()
@@ -139,6 +142,7 @@ def create_app(runs: list[LoadedRun], limits: Limits | None = None, batching: bo
             "labels": first.label_names,
             "parameters": info.get("parameters", {}),
             "ensemble": len(runs),
+            "pairs": pair,  # texts are [first, second] pairs
             "batching": batching,
             "limits": limits.__dict__,
         }
@@ -157,14 +161,14 @@ def create_app(runs: list[LoadedRun], limits: Limits | None = None, batching: bo
                 413, "too_many_texts", f"{len(texts)} texts in one request; the limit is max_texts={limits.max_texts}"
             )
         for i, text in enumerate(texts):
-            if len(text) > limits.max_chars:
-                return error(
-                    413,
-                    "text_too_long",
-                    f"texts[{i}] has {len(text)} characters; the limit is max_chars={limits.max_chars}",
-                )
-            if not text.strip():
-                return error(400, "empty_text", f"texts[{i}] is empty")
+            problem = input_problem(text, pair)
+            if problem:
+                return error(400, problem[0], f"texts[{i}] {problem[1]}")
+            chars = len(text) if isinstance(text, str) else sum(map(len, text))
+            if chars > limits.max_chars:
+                limit = f"the limit is max_chars={limits.max_chars}"
+                return error(413, "text_too_long", f"texts[{i}] has {chars} characters; {limit}")
+        texts = [text if isinstance(text, str) else tuple(text) for text in texts]
         if batcher is not None:
             probabilities = await batcher.classify(texts)
         else:
@@ -191,7 +195,8 @@ def create_app(runs: list[LoadedRun], limits: Limits | None = None, batching: bo
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
-        return PAGE.read_text(encoding="utf-8").replace("{{RUN}}", first.run_dir.name)
+        page = PAGE.read_text(encoding="utf-8").replace("{{RUN}}", first.run_dir.name)
+        return page.replace("{{PAIR}}", "true" if pair else "false")
 
     app.state.batcher = batcher
     return app
