@@ -84,7 +84,7 @@ def test_a_run_moved_without_its_model_names_the_missing_folder(tiny_finished_ru
     assert len(error.splitlines()) == 1 and "base model" in error and str(tmp_path) in error
 
 
-@pytest.mark.parametrize("head", ["default", "lora-dense", "linear"])
+@pytest.mark.parametrize("head", ["default", "lora-dense", "linear", "mean"])
 def test_exported_roberta_heads_give_lorafit_predictions_in_stock_transformers(
     head, tiny_roberta, agnews_csv, agnews_rows, tmp_path
 ):
@@ -92,10 +92,11 @@ def test_exported_roberta_heads_give_lorafit_predictions_in_stock_transformers(
     assert_export_matches(run_dir, agnews_rows.text.tolist()[:1000], tmp_path)
 
 
-def test_an_exported_bert_linear_head_gives_lorafit_predictions(minilm_dir, agnews_csv, agnews_rows, tmp_path):
+def test_an_exported_bert_mean_head_gives_lorafit_predictions(minilm_dir, agnews_csv, agnews_rows, tmp_path):
+    # BERT's stock head is its pooler: this covers both the averaging layer and the pooler's identity
     run_dir = tmp_path / "run"
     overrides = ["data.limit=200", "data.validation_size=40", "data.max_length=48", "training.epochs=1"]
-    args = [str(RECIPES / "quickstart.yaml"), f"data.train={agnews_csv}", "model.head=linear", *overrides]
+    args = [str(RECIPES / "quickstart.yaml"), f"data.train={agnews_csv}", "model.head=mean", *overrides]
     assert main(["train", *args, "--output-dir", str(run_dir)]) == 0
     assert_export_matches(run_dir, agnews_rows.text.tolist()[:1000], tmp_path)
 
@@ -118,12 +119,18 @@ def assert_export_matches(run_dir, texts, tmp_path):
     assert (theirs.argmax(1) == ours.argmax(1))[clear].all()
 
 
-def test_a_mean_head_is_refused_for_transformers_with_the_way_out(tiny_roberta, agnews_csv, tmp_path, capsys):
-    run_dir = train_tiny(tmp_path, tiny_roberta, agnews_csv, "model.head=mean")
-    assert main(["export", str(run_dir), "--output", str(tmp_path / "out")]) == 2
-    error = capsys.readouterr().err.strip()
-    assert "model.head=mean" in error and "--format onnx" in error
-    assert not (tmp_path / "out").exists()  # nothing half-written
+def test_an_mpnet_mean_head_is_refused_for_transformers_with_the_way_out(tmp_path):
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    from lorafit.errors import LorafitError
+    from lorafit.export import stock_model
+    from lorafit.heads import apply_head
+
+    config = MPNetConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    model = MPNetForSequenceClassification(config)
+    apply_head(model, "mean")
+    with pytest.raises(LorafitError, match="model.head=mean.*'mpnet'.*relative position.*--format onnx"):
+        stock_model(model)
 
 
 def test_export_refuses_an_existing_folder_and_int8_without_onnx(tiny_finished_run, tmp_path, capsys):
