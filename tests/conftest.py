@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,20 @@ SHARED = ROOT.parent / "shared"
 AGNEWS_CSV = SHARED / "data" / "ag_news" / "train.csv"
 ROBERTA_DIR = SHARED / "models" / "roberta-base"
 RECIPES = ROOT / "recipes"
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """`lorafit ARGS` run in this process, with the exit code and output a subprocess would give: the
+    command line without an interpreter start-up and a torch import per call (about 10 s each)."""
+    from lorafit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+    return subprocess.CompletedProcess(["lorafit", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,18 +1,14 @@
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import RECIPES
+from conftest import RECIPES, run_cli
 
 from lorafit.budget import plan
 from lorafit.config import load_recipe, recipe_from_dict
 from lorafit.errors import LorafitError
 from lorafit.model import build_base_model, build_lora_model, resolve_targets
 
-
-def lorafit(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "lorafit", *map(str, args)], capture_output=True, text=True, **kwargs)
+lorafit = run_cli  # the command line, in this process
 
 
 def test_plan_reproduces_report_a_980740_trainable(roberta_dir):

@@ -1,13 +1,11 @@
 """A shrunken random-weight RoBERTa (real tokenizer) through every CLI command."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
-from conftest import RECIPES
+from conftest import RECIPES, run_cli
 
 ARTIFACTS = [
     "adapter_config.json",
@@ -26,9 +24,7 @@ ARTIFACTS = [
 ]
 
 
-def lorafit(*args):
-    out = subprocess.run([sys.executable, "-m", "lorafit", *map(str, args)], capture_output=True, text=True)
-    return out
+lorafit = run_cli  # the command line, in this process
 
 
 @pytest.fixture(scope="module")

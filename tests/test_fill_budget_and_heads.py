@@ -1,11 +1,8 @@
 """Spending the budget: --fill-budget options, head choices and LoRA variants, counted exactly."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
-from conftest import RECIPES
+from conftest import RECIPES, run_cli
 
 from lorafit.budget import fill_budget, plan, with_ranks
 from lorafit.config import load_recipe
@@ -52,9 +49,6 @@ def test_fill_budget_says_when_even_rank_one_does_not_fit(roberta_dir):
 def test_apply_writes_a_recipe_that_plans_to_the_option(roberta_dir, tmp_path):
     out = tmp_path / "filled.yaml"
     command = [
-        sys.executable,
-        "-m",
-        "lorafit",
         "plan",
         RECIPES / "agnews-report-a.yaml",
         "--fill-budget",
@@ -66,12 +60,12 @@ def test_apply_writes_a_recipe_that_plans_to_the_option(roberta_dir, tmp_path):
         "--apply",
         out,
     ]
-    result = subprocess.run(list(map(str, command)), capture_output=True, text=True)
+    result = run_cli(*command)
     assert result.returncode == 0, result.stderr
     written = plan(load_recipe(out))
     listed = [line for line in result.stdout.splitlines() if line.startswith("per-layer")][0]
     assert f"{written.trainable:,}" in listed and written.trainable <= 500_000
-    again = subprocess.run(list(map(str, command)), capture_output=True, text=True)
+    again = run_cli(*command)
     assert again.returncode == 2 and "already exists" in again.stderr
 
 

@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import RECIPES
+from conftest import RECIPES, run_cli
 
 from lorafit.resume import newest_checkpoint
 from lorafit.rundir import RECIPE_YAML, is_complete
@@ -37,8 +37,7 @@ def command(run_dir, tiny_roberta, agnews_csv, *extra):
     ]
 
 
-def lorafit(*args):
-    return subprocess.run([sys.executable, "-m", "lorafit", *map(str, args)], capture_output=True, text=True)
+lorafit = run_cli  # the command line, in this process (the runs it checks were killed processes)
 
 
 def kill_after_checkpoint(cmd, run_dir, step: int) -> int:
