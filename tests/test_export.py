@@ -129,7 +129,7 @@ def test_an_mpnet_mean_head_is_refused_for_transformers_with_the_way_out(tmp_pat
     config = MPNetConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     model = MPNetForSequenceClassification(config)
     apply_head(model, "mean")
-    with pytest.raises(LorafitError, match="model.head=mean.*'mpnet'.*relative position.*--format onnx"):
+    with pytest.raises(LorafitError, match="model.head=mean.*relative position.*'mpnet'.*--format onnx"):
         stock_model(model)
 
 

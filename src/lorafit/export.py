@@ -101,9 +101,13 @@ def _check_mean_layer(config) -> None:
     if config.model_type not in MEAN_LAYER_TYPES or positions != "absolute":
         raise LorafitError(
             f"model.head=mean exports as a stock transformers model only for {', '.join(MEAN_LAYER_TYPES)} "
-            f"encoders with absolute positions, not '{config.model_type}' (its attention adds a relative position "
-            "term, so no stock layer can average the tokens); use --format onnx, or train with model.head=linear"
+            "encoders with absolute positions (MPNet and DeBERTa add a relative position term to every layer's "
+            f"attention, so no added layer can average the tokens), and this is '{config.model_type}': "
+            "use --format onnx, or train with model.head=linear"
         )
+    if 2 * config.num_labels + 2 > config.hidden_size:
+        most = config.hidden_size // 2 - 1
+        raise LorafitError(f"model.head=mean exports for at most {most} labels; use --format onnx")
 
 
 def _is_head(name: str) -> bool:
