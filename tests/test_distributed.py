@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RECIPES
+from conftest import RECIPES, run_cli
 
 # The real MiniLM encoder, so the runs learn something to compare. No dropout anywhere: both runs
 # then see the same examples per optimizer step and compute the same updates, up to float sums.
@@ -22,20 +22,13 @@ COMMON = [
 ]
 
 
+def train_args(minilm_dir, agnews_csv, run_dir: Path, *extra) -> list[str]:
+    data = [f"model.name={minilm_dir}", f"data.train={agnews_csv}", *COMMON]
+    return ["train", str(RECIPES / "quickstart.yaml"), *data, "--output-dir", str(run_dir), *extra]
+
+
 def train(minilm_dir, agnews_csv, run_dir: Path, *extra) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "lorafit",
-        "train",
-        str(RECIPES / "quickstart.yaml"),
-        f"model.name={minilm_dir}",
-        f"data.train={agnews_csv}",
-        *COMMON,
-        "--output-dir",
-        str(run_dir),
-        *extra,
-    ]
+    command = [sys.executable, "-m", "lorafit", *train_args(minilm_dir, agnews_csv, run_dir, *extra)]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -76,7 +69,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(single_and_p
 
 
 def test_nproc_must_be_positive(minilm_dir, agnews_csv, tmp_path):
-    result = train(minilm_dir, agnews_csv, tmp_path / "run", "--nproc", "0")
+    result = run_cli(*train_args(minilm_dir, agnews_csv, tmp_path / "run", "--nproc", "0"))
     assert result.returncode == 2 and "--nproc must be at least 1" in result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -84,7 +77,7 @@ def test_nproc_must_be_positive(minilm_dir, agnews_csv, tmp_path):
 def test_an_existing_run_is_refused_before_any_process_starts(single_and_parallel, minilm_dir, agnews_csv):
     _, parallel, _ = single_and_parallel
     before = sorted(files(parallel))
-    result = train(minilm_dir, agnews_csv, parallel, "--nproc", "2")
+    result = run_cli(*train_args(minilm_dir, agnews_csv, parallel, "--nproc", "2"))
     assert result.returncode == 2 and "already holds a complete run" in result.stderr
     assert "torch.distributed" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert sorted(files(parallel)) == before

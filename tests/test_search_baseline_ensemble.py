@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import RECIPES
+from conftest import RECIPES, run_cli
 
 from lorafit.budget import plan
 from lorafit.config import load_recipe
@@ -57,7 +57,7 @@ def test_ensemble_averages_the_probabilities_of_its_runs(two_seeds, agnews_rows)
 
 
 def test_ensemble_cli_and_label_mismatch(two_seeds, tmp_path):
-    out = lorafit("classify", two_seeds[0], "Stocks fell as oil prices rose", "--ensemble", two_seeds[1], "--json")
+    out = run_cli("classify", two_seeds[0], "Stocks fell as oil prices rose", "--ensemble", two_seeds[1], "--json")
     assert out.returncode == 0, out.stderr
     assert sum(json.loads(out.stdout)[0]["probabilities"].values()) == pytest.approx(1, abs=1e-5)
     other = tmp_path / "other-labels"
@@ -67,7 +67,7 @@ def test_ensemble_cli_and_label_mismatch(two_seeds, tmp_path):
     (other / "run.json").write_text(json.dumps(info))
     with pytest.raises(LorafitError, match="same labels"):
         load_runs([two_seeds[0], other])
-    out = lorafit("classify", two_seeds[0], "some text", "--ensemble", other)
+    out = run_cli("classify", two_seeds[0], "some text", "--ensemble", other)
     assert out.returncode == 2 and "same labels" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -128,14 +128,14 @@ def test_search_rejects_an_unknown_key_before_training(tmp_path):
     recipe["search"]["space"] = {"training.learning_rat": {"low": 1e-4, "high": 1e-2}}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    out = lorafit("search", path, "--output-dir", tmp_path / "out")
+    out = run_cli("search", path, "--output-dir", tmp_path / "out")
     assert out.returncode == 2 and "learning_rate" in out.stderr  # the suggestion
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("classifier", ["logistic-regression", "linear-svm"])
 def test_tfidf_baseline_learns_ag_news(agnews_csv, classifier):
-    out = lorafit("baseline", "--data", agnews_csv, "data.limit=2000", "--classifier", classifier, "--json")
+    out = run_cli("baseline", "--data", agnews_csv, "data.limit=2000", "--classifier", classifier, "--json")
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout)
     assert metrics["n"] == 200 and metrics["train_rows"] == 1800
