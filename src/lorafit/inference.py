@@ -211,7 +211,7 @@ def evaluate_file(
     runs: LoadedRun | list[LoadedRun], path: str, trust_pickle: bool = False, split: str = "test", **data_overrides
 ) -> dict:
     """Metrics on any labelled file or dataset split, with the (first) run's column options."""
-    run = runs[0] if isinstance(runs, list) else runs
+    run = first_run(runs)
     data = run.recipe.data.model_copy(update={k: v for k, v in data_overrides.items() if v is not None})
     table, where, _ = read_source(path, data, split, trust_pickle)
     examples = examples_from_table(table, data, where=where, label_names=run.label_names)
@@ -233,7 +233,7 @@ def predict_file(
     """A Kaggle-style submission: ID,Label (label index), with a probability column per class if asked."""
     import pandas as pd
 
-    run = runs[0] if isinstance(runs, list) else runs
+    run = first_run(runs)
     data = run.recipe.data.model_copy(update={"subset": subset} if subset else {})
     table, where, _ = read_source(input_path, data, split, trust_pickle)
     texts = join_texts(table, text_columns or data.text_columns, where=where, pair=data.pair)
@@ -253,9 +253,19 @@ def _id_column(table, id_column: str) -> list:
     return list(range(len(table)))
 
 
+def first_run(runs: LoadedRun | list[LoadedRun]) -> LoadedRun:
+    """The run whose recipe and labels an ensemble follows (ensembles share labels: load_runs)."""
+    return runs[0] if isinstance(runs, list) else runs
+
+
 def is_pair_run(runs: LoadedRun | list[LoadedRun]) -> bool:
     """Whether the run classifies sentence pairs (trained with data.pair)."""
-    return (runs[0] if isinstance(runs, list) else runs).recipe.data.pair
+    return first_run(runs).recipe.data.pair
+
+
+def model_inputs(texts: list) -> list:
+    """Checked inputs as the tokenizer takes them: a text, or a (first, second) tuple for a pair."""
+    return [text if isinstance(text, str) else tuple(text) for text in texts]
 
 
 def input_problem(text, pair: bool) -> tuple[str, str] | None:
@@ -288,9 +298,8 @@ def classify(runs: LoadedRun | list[LoadedRun], texts: list) -> list[dict]:
         problem = input_problem(text, pair)
         if problem:
             raise LorafitError(f"text {i} to classify {problem[1]}")
-    names = (runs[0] if isinstance(runs, list) else runs).label_names
-    inputs = [tuple(text) if pair else text for text in texts]
-    probabilities = ensemble_proba(runs, inputs)
+    names = first_run(runs).label_names
+    probabilities = ensemble_proba(runs, model_inputs(texts))
     return [
         {
             "text": text,

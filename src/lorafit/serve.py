@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .inference import LoadedRun, ensemble_proba, input_problem, is_pair_run
+from .inference import LoadedRun, ensemble_proba, input_problem, is_pair_run, model_inputs
 
 PAGE = Path(__file__).with_name("page.html")
 
@@ -168,7 +168,7 @@ def create_app(runs: list[LoadedRun], limits: Limits | None = None, batching: bo
             if chars > limits.max_chars:
                 limit = f"the limit is max_chars={limits.max_chars}"
                 return error(413, "text_too_long", f"texts[{i}] has {chars} characters; {limit}")
-        texts = [text if isinstance(text, str) else tuple(text) for text in texts]
+        texts = model_inputs(texts)
         if batcher is not None:
             probabilities = await batcher.classify(texts)
         else:
