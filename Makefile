@@ -5,6 +5,7 @@
 # make bench        speed: the reports' pipeline against lorafit's defaults -> bench/RESULTS.md
 # make bench-frozen reused frozen layers on all-mpnet-base-v2 -> bench/FROZEN.md
 # make bench-paths  every inference path on this kind of CPU -> bench/PATHS.md (MPNET_RUN=run adds MPNet)
+# make bench-compile    torch.compile against eager, inference and training -> bench/COMPILE.md
 # make bench-allocator  glibc's memory allocator against jemalloc, tcmalloc, mimalloc -> bench/ALLOCATOR.md
 # make bench-tracking   one AG News run in TensorBoard and MLflow, read back and plotted -> bench/TRACKING.md
 # make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
@@ -18,7 +19,7 @@ TORCH_VERSION ?= 2.13.0
 # wheel is the multi-GB CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
 TORCH_INDEX ?=
 
-.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-allocator bench-tracking accuracy accuracy-search reliability clean
+.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-compile bench-allocator bench-tracking accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -56,6 +57,9 @@ bench-frozen: install
 
 bench-paths: install
 	$(PY) bench/paths.py $(if $(MPNET_RUN),--mpnet-run $(MPNET_RUN))
+
+bench-compile: install
+	$(PY) bench/compile.py
 
 bench-allocator: install
 	$(PY) bench/allocator.py

@@ -22,14 +22,19 @@ RECIPES = ROOT / "recipes"
 def run_cli(*args) -> subprocess.CompletedProcess:
     """`lorafit ARGS` run in this process, with the exit code and output a subprocess would give: the
     command line without an interpreter start-up and a torch import per call (about 10 s each)."""
+    import torch
+
     from lorafit.cli import main
 
     out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()  # a recipe's training.threads must not slow the tests after it
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main([str(arg) for arg in args])
         except SystemExit as e:  # argparse's usage errors
             code = e.code
+        finally:
+            torch.set_num_threads(threads)
     return subprocess.CompletedProcess(["lorafit", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 

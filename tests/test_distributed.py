@@ -39,7 +39,7 @@ def files(run_dir: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def single_and_parallel(minilm_dir, agnews_csv, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    single = train(minilm_dir, agnews_csv, root / "single", "training.batch_size=16")
+    single = run_cli(*train_args(minilm_dir, agnews_csv, root / "single", "training.batch_size=16"))
     parallel = train(minilm_dir, agnews_csv, root / "parallel", "training.batch_size=8", "--nproc", "2")
     assert single.returncode == 0, single.stderr[-3000:]
     assert parallel.returncode == 0, parallel.stderr[-3000:]

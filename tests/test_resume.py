@@ -2,6 +2,7 @@
 deterministic; run directories are never overwritten by accident nor read before they are complete."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +18,6 @@ from lorafit.rundir import RECIPE_YAML, is_complete
 
 def command(run_dir, tiny_roberta, agnews_csv, *extra):
     return [
-        sys.executable,
-        "-m",
-        "lorafit",
         "train",
         str(RECIPES / "agnews-report-b.yaml"),
         f"model.name={tiny_roberta}",
@@ -37,12 +35,13 @@ def command(run_dir, tiny_roberta, agnews_csv, *extra):
     ]
 
 
-lorafit = run_cli  # the command line, in this process (the runs it checks were killed processes)
+lorafit = run_cli  # the command line in this process; only the runs that get killed need processes of their own
 
 
-def kill_after_checkpoint(cmd, run_dir, step: int) -> int:
-    """Start training, SIGKILL it as soon as checkpoint `step` (or a later one) is complete."""
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_after_checkpoint(args, run_dir, step: int) -> int:
+    """Start `lorafit ARGS` in a process, SIGKILL it as soon as checkpoint `step` (or a later one) is complete."""
+    command = [sys.executable, "-m", "lorafit", *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while process.poll() is None:
             newest = newest_checkpoint(run_dir) if run_dir.exists() else None
@@ -59,15 +58,25 @@ def kill_after_checkpoint(cmd, run_dir, step: int) -> int:
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_roberta, agnews_csv, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("full") / "run"
-    out = subprocess.run(command(run_dir, tiny_roberta, agnews_csv), capture_output=True, text=True)
+    out = lorafit(*command(run_dir, tiny_roberta, agnews_csv))
     assert out.returncode == 0, out.stderr[-3000:]
     return run_dir
 
 
-def test_killed_run_resumes_to_the_same_metrics(uninterrupted, tiny_roberta, agnews_csv, tmp_path):
-    run_dir = tmp_path / "run"
-    # 636 training rows / 16 = 40 steps per epoch: checkpoint 8 is early in the first epoch
+@pytest.fixture(scope="module")
+def killed(tiny_roberta, agnews_csv, tmp_path_factory):
+    """A run killed early in its first epoch (636 training rows / 16 = 40 steps per epoch; checkpoint 8)."""
+    run_dir = tmp_path_factory.mktemp("killed") / "run"
     assert kill_after_checkpoint(command(run_dir, tiny_roberta, agnews_csv), run_dir, 8) == -signal.SIGKILL
+    return run_dir
+
+
+def copy_of(killed, tmp_path):
+    return shutil.copytree(killed, tmp_path / "run")
+
+
+def test_killed_run_resumes_to_the_same_metrics(uninterrupted, killed, tmp_path):
+    run_dir = copy_of(killed, tmp_path)
     assert not is_complete(run_dir)
     refused = lorafit("classify", run_dir, "Stocks rallied")
     assert refused.returncode == 2 and "incomplete" in refused.stderr and "--resume" in refused.stderr
@@ -94,7 +103,7 @@ def test_same_recipe_and_seed_give_identical_metrics_and_adapter_bytes(
     uninterrupted, tiny_roberta, agnews_csv, tmp_path
 ):
     run_dir = tmp_path / "again"
-    out = subprocess.run(command(run_dir, tiny_roberta, agnews_csv), capture_output=True, text=True)
+    out = lorafit(*command(run_dir, tiny_roberta, agnews_csv))
     assert out.returncode == 0, out.stderr[-3000:]
     for name in ("adapter_model.safetensors", "metrics.json", "history.csv"):
         assert (run_dir / name).read_bytes() == (uninterrupted / name).read_bytes(), name
@@ -102,15 +111,17 @@ def test_same_recipe_and_seed_give_identical_metrics_and_adapter_bytes(
 
 def test_existing_run_is_not_overwritten_without_the_flag(uninterrupted, tiny_roberta, agnews_csv):
     before = (uninterrupted / "adapter_model.safetensors").read_bytes()
-    out = subprocess.run(command(uninterrupted, tiny_roberta, agnews_csv), capture_output=True, text=True)
+    out = lorafit(*command(uninterrupted, tiny_roberta, agnews_csv))
     assert out.returncode == 2 and "already holds a complete run" in out.stderr and "--overwrite" in out.stderr
     assert (uninterrupted / "adapter_model.safetensors").read_bytes() == before
     again = lorafit("train", uninterrupted / RECIPE_YAML, "--resume", uninterrupted)
     assert again.returncode == 2 and "nothing to resume" in again.stderr
 
 
-def test_resume_refuses_a_different_recipe(tiny_roberta, agnews_csv, tmp_path):
-    run_dir = tmp_path / "run"
-    kill_after_checkpoint(command(run_dir, tiny_roberta, agnews_csv), run_dir, 4)
-    out = lorafit(*command(run_dir, tiny_roberta, agnews_csv, "training.learning_rate=2e-3")[3:], "--resume")
+def test_resume_refuses_a_different_recipe(killed, tiny_roberta, agnews_csv, tmp_path):
+    run_dir = copy_of(killed, tmp_path)
+    out = lorafit(*command(run_dir, tiny_roberta, agnews_csv, "training.learning_rate=2e-3"), "--resume")
     assert out.returncode == 2 and "training.learning_rate" in out.stderr
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == sorted(
+        p.relative_to(killed) for p in killed.rglob("*")
+    )  # refused before writing anything

@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -17,9 +15,7 @@ from lorafit.data import prepare_splits
 from lorafit.errors import LorafitError
 from lorafit.inference import ensemble_proba, load_run, load_runs, predict_proba, run_recipe
 
-
-def lorafit(*args):
-    return subprocess.run([sys.executable, "-m", "lorafit", *map(str, args)], capture_output=True, text=True)
+lorafit = run_cli
 
 
 def tiny_train(run_dir, tiny_roberta, agnews_csv, *overrides):

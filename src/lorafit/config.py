@@ -262,6 +262,11 @@ class TrainingConfig(Section):
         description="compute the frozen layers below the lowest trained one once (no dropout there), "
         "cache their output and train only the layers above",
     )
+    torch_compile: bool = Field(
+        False,
+        description="compile the model with torch.compile (inductor; needs a C++ compiler) before training; "
+        "bench/COMPILE.md measures what it buys",
+    )
 
     _lists = field_validator("report_to", mode="before")(_as_list)
 

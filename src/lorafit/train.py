@@ -209,6 +209,7 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: SpeedSetting
         # classification losses are per-example means that ignore num_items_in_batch; with this on,
         # the Trainer would still multiply them by the process count (doubling gradients on 2 processes)
         average_tokens_across_devices=False,
+        torch_compile=t.torch_compile,
     )
 
 

@@ -1,0 +1,183 @@
+"""`make bench-compile`: torch.compile (inductor) against eager PyTorch, for inference and training -> bench/COMPILE.md.
+
+Inference: the MiniLM run of `make bench-paths` classifies 2,000 validation rows on each PyTorch path (bf16 where
+the CPU has bf16 units, fp32), eager and compiled with dynamic shapes (lorafit's batches vary in length). Speed is
+the best of two passes after a warm-up pass; the warm-up pass, which compiles, is reported apart. Training: the
+quickstart recipe for one epoch on 3,000 rows with `training.torch_compile` off and on; the steady step time is the
+mean over the last half of the steps (run.json), the epoch time includes compiling. Each measurement runs in its
+own process. Tables from machines of other kinds are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+from paths import AGNEWS, ROWS, minilm_run  # noqa: E402
+
+WORK = Path("/tmp/lorafit-compile")
+TRAIN_ROWS = 3000
+
+
+def measure_inference(run_dir: str, path: str, compiled: str) -> dict:
+    """Examples/s of one PyTorch path, eager or compiled, and its probabilities (saved for the agreement)."""
+    import numpy as np
+    import torch
+
+    from lorafit.data import prepare_splits
+    from lorafit.inference import load_run, predict_proba
+
+    run = load_run(run_dir, precision=path)
+    texts = prepare_splits(run.recipe.data, run.tokenizer).validation.texts[:ROWS]
+    if compiled == "yes":
+        run.model = torch.compile(run.model, dynamic=True)
+    start = time.perf_counter()
+    predict_proba(run, texts)  # warm-up; compiles when compiled
+    first = time.perf_counter() - start
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        probabilities = predict_proba(run, texts)
+        seconds.append(time.perf_counter() - start)
+    np.save(WORK / f"inference-{path}-{compiled}.npy", probabilities)
+    return {"examples_per_s": len(texts) / min(seconds), "first_pass_s": first}
+
+
+def measure_training(precision: str, compiled: str) -> dict:
+    """One epoch of the quickstart recipe through the command line, in its own process."""
+    run_dir = WORK / f"train-{precision}-{compiled}"
+    command = [sys.executable, "-m", "lorafit", "train", str(ROOT / "recipes" / "quickstart.yaml")]
+    command += [f"data.train={AGNEWS}", f"data.limit={TRAIN_ROWS}", "training.epochs=1"]
+    command += [f"training.precision={precision}", f"training.torch_compile={compiled == 'yes'}"]
+    start = time.perf_counter()
+    subprocess.run([*command, "--output-dir", str(run_dir), "--overwrite"], check=True, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    info = json.loads((run_dir / "run.json").read_text())
+    tenths = info["speed"]["step_seconds_by_tenth"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "command_s": seconds,
+        "train_examples_per_s": info["speed"]["train_examples_per_second"],
+        "steady_step_s": sum(tenths[len(tenths) // 2 :]) / len(tenths[len(tenths) // 2 :]),
+        "accuracy": metrics["accuracy"],
+    }
+
+
+def child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"bench step {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def precisions() -> list[str]:
+    from lorafit.device import bf16_supported
+
+    return ["bf16", "fp32"] if bf16_supported() else ["fp32"]
+
+
+def inference_table() -> dict:
+    import numpy as np
+
+    run, table = str(minilm_run()), {}
+    for path in precisions():
+        for compiled in ("no", "yes"):
+            table[f"{path}/{compiled}"] = child("_infer", run, path, compiled)
+            print(f"inference {path} compiled={compiled}: {table[f'{path}/{compiled}']}", file=sys.stderr)
+        eager, fast = (np.load(WORK / f"inference-{path}-{c}.npy") for c in ("no", "yes"))
+        table[f"{path}/yes"]["agreement"] = float((eager.argmax(-1) == fast.argmax(-1)).mean())
+        table[f"{path}/yes"]["largest_difference"] = float(np.abs(eager - fast).max())
+    return table
+
+
+def training_table() -> dict:
+    table = {}
+    for precision in precisions():
+        for compiled in ("no", "yes"):
+            table[f"{precision}/{compiled}"] = measure_training(precision, compiled)
+            print(f"training {precision} compiled={compiled}: {table[f'{precision}/{compiled}']}", file=sys.stderr)
+    return table
+
+
+def report(results: dict) -> str:
+    lines = [
+        "# torch.compile against eager PyTorch",
+        "",
+        "Produced by `make bench-compile` (`python bench/compile.py`); a run on one kind of CPU replaces only that "
+        "kind's tables. " + __doc__.split("\n\n", 1)[1].replace("\n", " ").strip(),
+    ]
+    for kind, entry in sorted(results.items()):
+        lines += ["", f"## {kind}", "", f"CPU: {entry['cpu']}.", *inference_lines(entry), *training_lines(entry)]
+    return "\n".join(lines) + "\n"
+
+
+def inference_lines(entry: dict) -> list[str]:
+    if "inference" not in entry:
+        return ["", "Inference: not measured yet (`python bench/compile.py --parts inference`)."]
+    lines = ["", "### Inference (MiniLM, 2,000 rows)", ""]
+    lines += [
+        "| path | compiled | examples/s | vs eager | first pass s | agreement with eager | largest difference |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, r in entry["inference"].items():
+        path, compiled = key.split("/")
+        eager = entry["inference"][f"{path}/no"]["examples_per_s"]
+        agreement = f"{r['agreement']:.2%}" if "agreement" in r else ""
+        difference = f"{r['largest_difference']:.1e}" if "largest_difference" in r else ""
+        lines.append(
+            f"| {path} | {compiled} | {r['examples_per_s']:.1f} | {r['examples_per_s'] / eager:.2f}× | "
+            f"{r['first_pass_s']:.1f} | {agreement} | {difference} |"
+        )
+    return lines
+
+
+def training_lines(entry: dict) -> list[str]:
+    if "training" not in entry:
+        return ["", "Training: not measured yet (`python bench/compile.py --parts training`)."]
+    lines = ["", f"### Training (MiniLM, quickstart recipe, {TRAIN_ROWS:,} rows, one epoch)", ""]
+    lines += [
+        "| precision | torch_compile | steady s/step | vs eager | examples/s (epoch) | command s | accuracy |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, r in entry["training"].items():
+        precision, compiled = key.split("/")
+        eager = entry["training"][f"{precision}/no"]["steady_step_s"]
+        lines.append(
+            f"| {precision} | {compiled} | {r['steady_step_s']:.2f} | {eager / r['steady_step_s']:.2f}× | "
+            f"{r['train_examples_per_s']:.1f} | {r['command_s']:.0f} | {r['accuracy']:.4f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    from lorafit.device import cpu_kind, cpu_label
+
+    if sys.argv[1:2] == ["_infer"]:
+        print(json.dumps(measure_inference(*sys.argv[2:])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report-only", action="store_true", help="rewrite COMPILE.md from compile.json")
+    parser.add_argument("--parts", default="inference,training", help="what to measure (default: both)")
+    options = parser.parse_args()
+    out = ROOT / "bench" / "compile.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    if not options.report_only:
+        WORK.mkdir(parents=True, exist_ok=True)
+        entry = results.setdefault(cpu_kind(), {})
+        entry["cpu"] = cpu_label()
+        for part in options.parts.split(","):
+            entry[part] = {"inference": inference_table, "training": training_table}[part]()
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "bench" / "COMPILE.md").write_text(report(results))
+    print((ROOT / "bench" / "COMPILE.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
