@@ -70,6 +70,9 @@ def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path
     slow = speed_settings(reports)
     assert not (slow.group_by_length or slow.bf16 or slow.dynamic_padding)
     assert training_arguments(reports, tmp_path, slow).train_sampling_strategy == "random"
+    assert not args.torch_compile  # off unless asked: bench/COMPILE.md
+    compiled = load_recipe(RECIPES / "quickstart.yaml", ["training.torch_compile=true"])
+    assert training_arguments(compiled, tmp_path, speed_settings(compiled)).torch_compile
 
 
 def test_precision_setting():
