@@ -14,15 +14,18 @@ from conftest import RECIPES
 from lorafit.cli import main
 from lorafit.inference import load_run, predict_proba
 
-# imports transformers only: what a colleague without lorafit would run
+# imports transformers only: what a colleague without lorafit would run (one process for every export)
 STOCK_SCRIPT = """
 import json, sys
 from transformers import pipeline
-folder, texts = sys.argv[1], json.load(open(sys.argv[2]))
-classify = pipeline("text-classification", model=folder, top_k=None, truncation=True, device="cpu")
-out = classify(texts, batch_size=16)
-print(json.dumps([{row["label"]: row["score"] for row in ranked} for ranked in out]))
+folders, texts = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+out = {}
+for folder in folders:
+    classify = pipeline("text-classification", model=folder, top_k=None, truncation=True, device="cpu")
+    out[folder] = [{row["label"]: row["score"] for row in ranked} for ranked in classify(texts, batch_size=16)]
+print(json.dumps(out))
 """
+ROBERTA_HEADS = ["default", "lora-dense", "linear", "mean"]
 
 
 def train_tiny(folder, tiny_roberta, agnews_csv, *overrides):
@@ -33,11 +36,12 @@ def train_tiny(folder, tiny_roberta, agnews_csv, *overrides):
     return run_dir
 
 
-def stock_probabilities(folder, texts, tmp_path) -> list[dict]:
-    texts_json = tmp_path / "texts.json"
+def stock_probabilities(folders, texts, tmp_path) -> dict[str, list[dict]]:
+    jobs, texts_json = tmp_path / "folders.json", tmp_path / "texts.json"
+    jobs.write_text(json.dumps([str(folder) for folder in folders]))
     texts_json.write_text(json.dumps(texts))
     out = subprocess.run(
-        [sys.executable, "-c", STOCK_SCRIPT, str(folder), str(texts_json)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", STOCK_SCRIPT, str(jobs), str(texts_json)], capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout)
 
@@ -84,32 +88,48 @@ def test_a_run_moved_without_its_model_names_the_missing_folder(tiny_finished_ru
     assert len(error.splitlines()) == 1 and "base model" in error and str(tmp_path) in error
 
 
-@pytest.mark.parametrize("head", ["default", "lora-dense", "linear", "mean"])
-def test_exported_roberta_heads_give_lorafit_predictions_in_stock_transformers(
-    head, tiny_roberta, agnews_csv, agnews_rows, tmp_path
-):
-    run_dir = train_tiny(tmp_path, tiny_roberta, agnews_csv, f"model.head={head}")
-    assert_export_matches(run_dir, agnews_rows.text.tolist()[:1000], tmp_path)
+@pytest.fixture(scope="module")
+def texts(agnews_rows) -> list[str]:
+    return agnews_rows.text.tolist()[:1000]
 
 
-def test_an_exported_bert_mean_head_gives_lorafit_predictions(minilm_dir, agnews_csv, agnews_rows, tmp_path):
+def exported(runs: dict, texts, tmp_path) -> dict:
+    """Each run exported, then read back by stock transformers in one process:
+    {case: (run, export folder, stock probabilities)}."""
+    for run_dir in runs.values():
+        assert main(["export", str(run_dir), "--output", str(run_dir.parent / "exported")]) == 0
+    theirs = stock_probabilities([r.parent / "exported" for r in runs.values()], texts, tmp_path)
+    return {case: (r, r.parent / "exported", theirs[str(r.parent / "exported")]) for case, r in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def roberta_exports(tiny_roberta, agnews_csv, texts, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exports")
+    runs = {head: train_tiny(root / head, tiny_roberta, agnews_csv, f"model.head={head}") for head in ROBERTA_HEADS}
+    return exported(runs, texts, root)
+
+
+@pytest.mark.parametrize("head", ROBERTA_HEADS)
+def test_exported_roberta_heads_give_lorafit_predictions_in_stock_transformers(head, roberta_exports, texts):
+    assert_export_matches(*roberta_exports[head], texts)
+
+
+def test_an_exported_bert_mean_head_gives_lorafit_predictions(minilm_dir, agnews_csv, texts, tmp_path):
     # BERT's stock head is its pooler: this covers both the averaging layer and the pooler's identity
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "mean" / "run"
     overrides = ["data.limit=200", "data.validation_size=40", "data.max_length=48", "training.epochs=1"]
     args = [str(RECIPES / "quickstart.yaml"), f"data.train={agnews_csv}", "model.head=mean", *overrides]
     assert main(["train", *args, "--output-dir", str(run_dir)]) == 0
-    assert_export_matches(run_dir, agnews_rows.text.tolist()[:1000], tmp_path)
+    assert_export_matches(*exported({"mean": run_dir}, texts, tmp_path)["mean"], texts)
 
 
-def assert_export_matches(run_dir, texts, tmp_path):
-    exported = tmp_path / "exported"
-    assert main(["export", str(run_dir), "--output", str(exported)]) == 0
+def assert_export_matches(run_dir, exported, stock: list[dict], texts):
     config = json.loads((exported / "config.json").read_text())
     labels = json.loads((run_dir / "labels.json").read_text())
     assert config["id2label"] == {str(i): name for i, name in enumerate(labels)}
     assert (exported / "model.safetensors").is_file() and (exported / "README.md").is_file()
     ours = predict_proba(load_run(run_dir, precision="fp32"), texts)
-    theirs = np.array([[row[name] for name in labels] for row in stock_probabilities(exported, texts, tmp_path)])
+    theirs = np.array([[row[name] for name in labels] for row in stock])
     print(f"{run_dir}: largest probability difference {np.abs(theirs - ours).max():.2e}, "
           f"same label on {(theirs.argmax(1) == ours.argmax(1)).mean():.2%} of {len(texts)} rows")  # fmt: skip
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
