@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
-from paths import AGNEWS, ROWS, minilm_run  # noqa: E402
+from paths import AGNEWS, ROWS, minilm_run, tables_by_cpu_kind  # noqa: E402
 
 WORK = Path("/tmp/lorafit-compile")
 TRAIN_ROWS = 1500
@@ -186,8 +186,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="rewrite COMPILE.md from compile.json")
     parser.add_argument("--parts", default="inference,training", help="what to measure (default: both)")
     options = parser.parse_args()
-    out = ROOT / "bench" / "compile.json"
-    results = json.loads(out.read_text()) if out.is_file() else {}
+    out, results = tables_by_cpu_kind("compile.json")
     if not options.report_only:
         WORK.mkdir(parents=True, exist_ok=True)
         entry = results.setdefault(cpu_kind(), {})

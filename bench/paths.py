@@ -127,6 +127,12 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tables_by_cpu_kind(name: str) -> tuple[Path, dict]:
+    """bench/NAME and what it holds: one entry per kind of CPU measured, each run replacing its own kind's."""
+    out = ROOT / "bench" / name
+    return out, json.loads(out.read_text()) if out.is_file() else {}
+
+
 def main() -> None:
     from lorafit.device import cpu_info, cpu_kind, cpu_label
 
@@ -134,8 +140,7 @@ def main() -> None:
     parser.add_argument("--mpnet-run", type=Path, help="a trained all-mpnet-base-v2 run (the mpnet-best row)")
     parser.add_argument("--report-only", action="store_true", help="rewrite PATHS.md from paths.json")
     options = parser.parse_args()
-    out = ROOT / "bench" / "paths.json"
-    results = json.loads(out.read_text()) if out.is_file() else {}
+    out, results = tables_by_cpu_kind("paths.json")
     if not options.report_only:
         WORK.mkdir(parents=True, exist_ok=True)
         models = {"MiniLM": measure_model(minilm_run())}
