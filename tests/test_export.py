@@ -28,9 +28,9 @@ print(json.dumps(out))
 ROBERTA_HEADS = ["default", "lora-dense", "linear", "mean"]
 
 
-def train_tiny(folder, tiny_roberta, agnews_csv, *overrides):
+def train_tiny(folder, model, agnews_csv, *overrides):
     run_dir = folder / "run"
-    args = [str(RECIPES / "agnews-report-b.yaml"), f"model.name={tiny_roberta}", f"data.train={agnews_csv}"]
+    args = [str(RECIPES / "agnews-report-b.yaml"), f"model.name={model}", f"data.train={agnews_csv}"]
     small = ["data.limit=120", "data.validation_size=32", "data.max_length=32", "training.epochs=1"]
     assert main(["train", *args, *small, *overrides, "--output-dir", str(run_dir)]) == 0
     return run_dir
@@ -103,15 +103,32 @@ def exported(runs: dict, texts, tmp_path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def roberta_exports(tiny_roberta, agnews_csv, texts, tmp_path_factory):
+def tiny_mpnet(mpnet_dir, tmp_path_factory):
+    """all-mpnet-base-v2's real config and tokenizer, shrunk to width 32, random weights."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    folder = tmp_path_factory.mktemp("tiny-mpnet")
+    config = AutoConfig.from_pretrained(mpnet_dir, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(mpnet_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stock_exports(tiny_roberta, tiny_mpnet, agnews_csv, texts, tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     runs = {head: train_tiny(root / head, tiny_roberta, agnews_csv, f"model.head={head}") for head in ROBERTA_HEADS}
+    # MPNet's exportable head (mpnet-best's): the first token through the stock MPNet head
+    runs["mpnet-linear"] = train_tiny(root / "mpnet-linear", tiny_mpnet, agnews_csv, "model.head=linear")
     return exported(runs, texts, root)
 
 
-@pytest.mark.parametrize("head", ROBERTA_HEADS)
-def test_exported_roberta_heads_give_lorafit_predictions_in_stock_transformers(head, roberta_exports, texts):
-    assert_export_matches(*roberta_exports[head], texts)
+@pytest.mark.parametrize("case", [*ROBERTA_HEADS, "mpnet-linear"])
+def test_exported_heads_give_lorafit_predictions_in_stock_transformers(case, stock_exports, texts):
+    assert_export_matches(*stock_exports[case], texts)
 
 
 def test_an_exported_bert_mean_head_gives_lorafit_predictions(minilm_dir, agnews_csv, texts, tmp_path):

@@ -29,7 +29,7 @@ def minilm_mean_run(minilm_dir, agnews_csv, tmp_path_factory):
                 "data.limit=1600",
                 "data.validation_size=96",
                 "data.max_length=64",
-                "training.epochs=2",
+                "training.epochs=1",
                 "model.head=mean",
                 "lora.targets=[{modules: [query, key, value, attention_output], layers: [3, 4, 5]}]",
                 "training.reuse_frozen_layers=true",
