@@ -7,6 +7,7 @@
 # make bench-paths  every inference path on this kind of CPU -> bench/PATHS.md (MPNET_RUN=run adds MPNet)
 # make bench-compile    torch.compile against eager, inference and training -> bench/COMPILE.md
 # make bench-allocator  glibc's memory allocator against jemalloc, tcmalloc, mimalloc -> bench/ALLOCATOR.md
+# make bench-padding    training batches padded to a multiple of 1, 8, 16 tokens -> bench/PADDING.md
 # make bench-tracking   one AG News run in TensorBoard and MLflow, read back and plotted -> bench/TRACKING.md
 # make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
 #                   (make accuracy-search first runs the hyperparameter search it reports)
@@ -19,7 +20,7 @@ TORCH_VERSION ?= 2.13.0
 # wheel is the multi-GB CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
 TORCH_INDEX ?=
 
-.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-compile bench-allocator bench-tracking accuracy accuracy-search reliability clean
+.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-compile bench-allocator bench-padding bench-tracking accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -63,6 +64,9 @@ bench-compile: install
 
 bench-allocator: install
 	$(PY) bench/allocator.py
+
+bench-padding: install
+	$(PY) bench/padding.py
 
 bench-tracking: install
 	$(PY) bench/tracking.py

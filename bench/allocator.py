@@ -68,10 +68,11 @@ def allocators() -> dict[str, dict | None]:
     }
 
 
-def command(name: str, data: list[str]) -> list[str]:
+def command(name: str, data: list[str], overrides: tuple[str, ...] = ()) -> list[str]:
     return [
         *(sys.executable, "-m", "lorafit", "train", str(ROOT / "recipes/mpnet-best.yaml"), f"data.train={DATA}"),
-        *("data.seed=42", "data.limit=null", *data, "--output-dir", str(WORK / slug(name)), "--overwrite"),
+        *("data.seed=42", "data.limit=null", *data, *overrides),
+        *("--output-dir", str(WORK / slug(name)), "--overwrite"),
     ]
 
 
@@ -84,10 +85,13 @@ def environment(allocator: dict) -> dict:
     return {**env, **allocator}
 
 
-def window(name: str, allocator: dict) -> dict:
+def window(name: str, allocator: dict, overrides: tuple[str, ...] = ()) -> dict:
     """Seconds of training steps 50-150, read from the progress bar, then the run is stopped."""
     process = subprocess.Popen(
-        command(name, WINDOW_DATA), env=environment(allocator), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+        command(name, WINDOW_DATA, overrides),
+        env=environment(allocator),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
     )
     marks, tail = {}, b""
     while len(marks) < len(WINDOW) and (chunk := process.stderr.read1(4096)):

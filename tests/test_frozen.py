@@ -57,6 +57,11 @@ def test_stored_states_give_the_same_logits_and_loss(encoder, top, head, request
     assert torch.allclose(cached.logits, full.logits, atol=2e-3, rtol=1e-3), (cached.logits - full.logits).abs().max()
     assert abs(cached.loss.item() - full.loss.item()) < 1e-3
     assert cached.logits.std() > 1e-3  # the logits differ across texts: the comparison is not vacuous
+    multiple = batch["inputs_embeds"].shape[1] + 5  # training.pad_to_multiple_of: wider, masked, the same logits
+    wider = collate_states([FrozenStatesDataset(tokenized, states)[i] for i in range(len(tokenized))], multiple)
+    assert wider["inputs_embeds"].shape[1] == multiple
+    with torch.no_grad(), skip_frozen_layers(model, layer):
+        assert torch.allclose(model(**wider).logits, cached.logits, atol=1e-4)
     with torch.no_grad():  # restored afterwards: the model runs every layer again
         assert torch.equal(
             model(**tokenizer.pad({"input_ids": tokenized["input_ids"]}, return_tensors="pt")).logits, full.logits

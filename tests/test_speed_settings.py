@@ -11,7 +11,7 @@ from lorafit.data import cache_root, load_examples, tokenize
 from lorafit.device import FASTEST_CPU_PATH, bf16_supported, cpu_kind, inference_path, training_precision
 from lorafit.errors import LorafitError
 from lorafit.model import load_tokenizer
-from lorafit.train import speed_settings, training_arguments
+from lorafit.train import build_trainer, speed_settings, training_arguments
 
 
 class CountingTokenizer:
@@ -73,6 +73,19 @@ def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path
     assert not args.torch_compile  # off unless asked: bench/COMPILE.md
     compiled = load_recipe(RECIPES / "quickstart.yaml", ["training.torch_compile=true"])
     assert training_arguments(compiled, tmp_path, speed_settings(compiled)).torch_compile
+
+
+def test_training_batches_pad_to_a_multiple_when_asked(tiny_roberta, agnews_csv, tmp_path):
+    overrides = [f"model.name={tiny_roberta}", f"data.train={agnews_csv}", "data.limit=96", "data.validation_size=16"]
+    widths = {}
+    for multiple in (1, 16):
+        recipe = load_recipe(RECIPES / "quickstart.yaml", [*overrides, f"training.pad_to_multiple_of={multiple}"])
+        pipeline = build_trainer(recipe, tmp_path / str(multiple), claim=False)
+        assert pipeline.speed.pad_to_multiple_of == multiple  # recorded in run.json's speed
+        widths[multiple] = [batch["input_ids"].shape[1] for batch in pipeline.trainer.get_train_dataloader()]
+    assert all(width % 16 == 0 for width in widths[16])
+    assert widths[16] == [-(-width // 16) * 16 for width in widths[1]]  # the same batches, only wider
+    assert any(width % 16 for width in widths[1])  # by default a batch is as wide as its longest row
 
 
 def test_precision_setting():

@@ -238,6 +238,12 @@ class TrainingConfig(Section):
     group_by_length: bool = Field(
         True, description="batch examples of similar length together, so little padding is computed"
     )
+    pad_to_multiple_of: int = Field(
+        1,
+        ge=1,
+        description="pad each training batch's length up to a multiple of this: fewer distinct tensor shapes, "
+        "so less allocator fragmentation and memory on a CPU (bench/PADDING.md); 1 pads to the longest row only",
+    )
     precision: TrainingPrecision = Field(
         "auto",
         description="auto: bf16 autocast where the hardware has bf16 units, else fp32; fp16: fp16 autocast "

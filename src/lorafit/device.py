@@ -90,6 +90,7 @@ class SpeedSettings:
     frozen_layers_reused: int = 0  # the first trained layer when the frozen ones below are reused, else 0
     dynamic_padding: bool = True
     group_by_length: bool = True
+    pad_to_multiple_of: int = 1
     tokenization_cache: bool = True
     cpu_dropout: bool = False
     processes: int = 1

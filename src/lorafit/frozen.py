@@ -212,10 +212,10 @@ class FrozenStatesDataset(torch.utils.data.Dataset):
         return {"input_ids": self.input_ids[i], "inputs_embeds": StoredRow(self.states, i), "labels": self.labels[i]}
 
 
-def collate_states(features: list[dict]) -> dict:
+def collate_states(features: list[dict], pad_to_multiple_of: int = 1) -> dict:
     """Read and pad the stored states per batch (zeros, masked out) and drop the token ids."""
     rows = [f["inputs_embeds"].read() for f in features]
-    width = max(len(r) for r in rows)
+    width = -(-max(len(r) for r in rows) // pad_to_multiple_of) * pad_to_multiple_of
     embeds = torch.zeros((len(rows), width, rows[0].shape[1]), dtype=torch.float32)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for row, states in enumerate(rows):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import platform
 import shutil
@@ -69,6 +70,7 @@ def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSett
         frozen_layers_reused=budget_plan.frozen_below if reuse else 0,
         dynamic_padding=not recipe.data.pad_to_max_length,
         group_by_length=recipe.training.group_by_length,
+        pad_to_multiple_of=recipe.training.pad_to_multiple_of,
         tokenization_cache=recipe.data.cache_tokenized,
         cpu_dropout=recipe.training.cpu_dropout and device == "cpu",
         allocator=allocator_in_use(),
@@ -276,11 +278,13 @@ def build_trainer(
             tokenize(part, tokenizer, data.max_length, data.pad_to_max_length, cache=data.cache_tokenized)
             for part in (splits.train, splits.validation)
         )
-    collator, layers_used = DataCollatorWithPadding(tokenizer), contextlib.nullcontext()
+    multiple = speed.pad_to_multiple_of
+    collator, layers_used = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple), contextlib.nullcontext()
     if speed.frozen_layers_reused:
         with args.main_process_first(local=False, desc="frozen layers"):
             train_set, validation_set = reuse_frozen_layers(model, recipe, speed, train_set, validation_set)
-        collator, layers_used = collate_states, skip_frozen_layers(model, speed.frozen_layers_reused)
+        collator = functools.partial(collate_states, pad_to_multiple_of=multiple)
+        layers_used = skip_frozen_layers(model, speed.frozen_layers_reused)
     outputs = ValidationOutputs()
     t = recipe.training
     best = BestEpochWeights(model, run_dir, t.early_stopping_patience, t.metric_for_best, on_best=outputs.keep_best)
