@@ -10,7 +10,12 @@ Measured as bench/allocator.py's window: recipes/mpnet-best.yaml (all-mpnet-base
 3-11, frozen layers 0-2 reused, bf16 where the CPU has bf16 units) on 9,600 rows of train-large.csv,
 the wall, user and system seconds of training steps 50-150 and the memory at step 150.
 
-    python bench/padding.py [--multiples 1 8 16] [--report-only]
+A second, quick measurement (`--shapes`, seconds) isolates the cause: one bf16-autocast forward and
+backward pass through two base-size layers' linear modules with frozen bf16 weights and LoRA r=8 (no
+model, no data), batches of 32 rows at widths drawn from one set per process: one width, every width
+from 8 to 128, or multiples of 8 or 16; tokens per second and the process's peak memory.
+
+    python bench/padding.py [--multiples 1 8 16] [--shapes] [--report-only]
 
 Writes bench/padding.json and bench/PADDING.md.
 """
@@ -19,41 +24,142 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 from allocator import BENCH, WINDOW, WORK, window
 
 from lorafit.device import cpu_info, cpu_label
 
+SHAPES = {
+    "one width (68)": [68],
+    "every width 8-128": list(range(8, 129)),
+    "multiples of 8": list(range(8, 129, 8)),
+    "multiples of 16": list(range(16, 129, 16)),
+}
+HIDDEN, FFN, ROWS, RANK = 768, 3072, 32, 8
+
+
+def lora_linears(count: int = 2) -> list:
+    """`count` layers' q, k, v, o, ffn_in, ffn_out: frozen bf16 weights and a trainable rank-8 pair each."""
+    import torch
+
+    sizes = [(HIDDEN, HIDDEN)] * 4 + [(HIDDEN, FFN), (FFN, HIDDEN)]
+    modules = []
+    for fan_in, fan_out in sizes * count:
+        frozen = torch.nn.Linear(fan_in, fan_out).bfloat16().requires_grad_(False)
+        down, up = torch.nn.Linear(fan_in, RANK, bias=False), torch.nn.Linear(RANK, fan_out, bias=False)
+        modules.append((frozen, down, up))
+    return modules
+
+
+def shapes_pass(modules: list, width: int) -> None:
+    import torch
+
+    hidden = torch.randn(ROWS, width, HIDDEN, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for frozen, down, up in modules:
+            inner = frozen(hidden) + up(down(hidden))
+            hidden = torch.nn.functional.gelu(inner) if inner.shape[-1] == FFN else inner
+        loss = hidden.float().pow(2).mean()
+    loss.backward()
+
+
+def shapes_child(name: str) -> None:
+    """One set of widths in this process: prints tokens/s and peak RSS as JSON."""
+    import random
+    import resource
+    import time
+
+    import torch
+
+    torch.manual_seed(0)
+    modules, widths, draw = lora_linears(), SHAPES[name], random.Random(0)
+    for width in widths[:20]:  # warm-up: the kernels for the first widths
+        shapes_pass(modules, width)
+    tokens, start = 0, time.perf_counter()
+    for _ in range(150):
+        width = draw.choice(widths)
+        shapes_pass(modules, width)
+        tokens += ROWS * width
+    seconds = time.perf_counter() - start
+    print(json.dumps({"tokens_per_s": round(tokens / seconds), "peak_rss_mb": peak_rss_mb(resource)}))
+
+
+def peak_rss_mb(resource) -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def shapes(rounds: int = 2) -> dict:
+    """Each set of widths in its own process, the sets in turn, `rounds` times: the best tokens/s of each
+    (this host's speed drifts within minutes) and its largest peak memory."""
+    out = {}
+    for _ in range(rounds):
+        for name in SHAPES:
+            command = [sys.executable, __file__, "--shapes-child", name]
+            got = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split("\n")[-2])
+            best = out.setdefault(name, got)
+            best.update(tokens_per_s=max(best["tokens_per_s"], got["tokens_per_s"]))
+            best.update(peak_rss_mb=max(best["peak_rss_mb"], got["peak_rss_mb"]))
+            print(name, got, flush=True)
+    return out
+
 
 def report(results: dict) -> str:
-    rows = results["window"]
-    base = rows["1"]["wall_s"]
-    lines = [
-        "# Padding training batches to a multiple of N tokens",
-        "",
-        "`python bench/padding.py`: `lorafit train recipes/mpnet-best.yaml` on 9,600 rows of train-large.csv "
-        "(all-mpnet-base-v2, LoRA on layers 3-11, frozen layers 0-2 reused, bf16 where the CPU has bf16 units), "
-        f"once per `training.pad_to_multiple_of`, one after the other; training steps {WINDOW[0]}-{WINDOW[1]} "
-        f"(the same batches in every run). CPU: {cpu_label(results['cpu'])}.",
-        "",
-        "| pad_to_multiple_of | wall s | vs 1 | user s | system s | RSS MB at step 150 |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    lines += [
-        f"| {m} | {r['wall_s']} | {r['wall_s'] / base:.2f}× | {r['user_s']} | {r['sys_s']} | {r['rss_mb']} |"
-        for m, r in rows.items()
-    ]
-    return "\n".join([*lines, "", *results.get("notes", [])]) + "\n"
+    lines = ["# Padding training batches to a multiple of N tokens", ""]
+    if results.get("window"):
+        rows = results["window"]
+        base = rows["1"]["wall_s"]
+        lines += [
+            "`python bench/padding.py`: `lorafit train recipes/mpnet-best.yaml` on 9,600 rows of train-large.csv "
+            "(all-mpnet-base-v2, LoRA on layers 3-11, frozen layers 0-2 reused, bf16 where the CPU has bf16 "
+            f"units), once per `training.pad_to_multiple_of`, one after the other; training steps {WINDOW[0]}-"
+            f"{WINDOW[1]} (the same batches in every run). CPU: {cpu_label(results['cpu'])}.",
+            "",
+            "| pad_to_multiple_of | wall s | vs 1 | user s | system s | RSS MB at step 150 |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {m} | {r['wall_s']} | {r['wall_s'] / base:.2f}× | {r['user_s']} | {r['sys_s']} | {r['rss_mb']} |"
+            for m, r in rows.items()
+        ]
+        lines.append("")
+    if results.get("shapes"):
+        base = results["shapes"]["one width (68)"]["tokens_per_s"]
+        lines += [
+            "## What the shapes cost (`python bench/padding.py --shapes`)",
+            "",
+            "Two base-size layers' linear modules (frozen bf16 weights, LoRA r=8), forward and backward under bf16 "
+            "autocast, 150 batches of 32 rows at widths drawn from each set, one process per set, the sets in turn "
+            "twice (the best tokens/s of the two). CPU: "
+            f"{cpu_label(results['shapes_cpu'])}.",
+            "",
+            "| widths | tokens/s | vs one width | peak RSS MB |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {name} | {r['tokens_per_s']} | {r['tokens_per_s'] / base:.2f}× | {r['peak_rss_mb']} |"
+            for name, r in results["shapes"].items()
+        ]
+        lines.append("")
+    return "\n".join([*lines, *results.get("notes", [])]) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--multiples", nargs="+", type=int, default=[1, 8, 16])
+    parser.add_argument("--shapes", action="store_true", help="only the quick measurement of tensor shapes")
+    parser.add_argument("--shapes-child", choices=list(SHAPES), help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true", help="rewrite PADDING.md from padding.json")
     args = parser.parse_args()
+    if args.shapes_child:
+        return shapes_child(args.shapes_child)
     out = BENCH / "padding.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
-    if not args.report_only:
+    if args.shapes:
+        results.update(shapes_cpu=cpu_info(), shapes=shapes())
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    elif not args.report_only:
         WORK.mkdir(parents=True, exist_ok=True)
         results.update(cpu=cpu_info(), window={})
         for multiple in dict.fromkeys([1, *args.multiples]):  # 1, today's default, is the baseline
