@@ -285,18 +285,16 @@ def _load(args):
     return load_runs([args.run, *args.ensemble], precision=args.precision)
 
 
+def _file_options(args) -> dict:
+    """How evaluate and predict read their data file or hub split."""
+    options = ("trust_pickle", "text_columns", "subset", "split")
+    return {name: getattr(args, name) for name in options}
+
+
 def cmd_evaluate(args) -> int:
     from .inference import evaluate_file
 
-    metrics = evaluate_file(
-        _load(args),
-        args.data,
-        trust_pickle=args.trust_pickle,
-        text_columns=args.text_columns,
-        label_column=args.label_column,
-        subset=args.subset,
-        split=args.split,
-    )
+    metrics = evaluate_file(_load(args), args.data, label_column=args.label_column, **_file_options(args))
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -315,16 +313,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from .inference import predict_file
 
-    path = predict_file(
-        _load(args),
-        args.input,
-        args.output,
-        probs=args.probs,
-        trust_pickle=args.trust_pickle,
-        text_columns=args.text_columns,
-        split=args.split,
-        subset=args.subset,
-    )
+    path = predict_file(_load(args), args.input, args.output, probs=args.probs, **_file_options(args))
     print(f"wrote {path}")
     return 0
 
