@@ -241,8 +241,8 @@ class TrainingConfig(Section):
     pad_to_multiple_of: int = Field(
         1,
         ge=1,
-        description="pad each training batch's length up to a multiple of this: fewer distinct tensor shapes, "
-        "so less allocator fragmentation and memory on a CPU (bench/PADDING.md); 1 pads to the longest row only",
+        description="pad each training and validation batch up to a multiple of this many tokens (masked: the same "
+        "results): fewer tensor shapes, less memory on a CPU (bench/PADDING.md); 1 pads to the longest row only",
     )
     precision: TrainingPrecision = Field(
         "auto",
