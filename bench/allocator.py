@@ -132,6 +132,19 @@ def long_run(name: str, allocator: dict) -> dict:
     }
 
 
+def window_table(rows: dict, baseline: str, label: str) -> list[str]:
+    """The step windows as a markdown table, each row's wall time against the `baseline` row's."""
+    base = rows[baseline]["wall_s"]
+    return [
+        f"| {label} | wall s | vs {baseline} | user s | system s | RSS MB at step {WINDOW[1]} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {name} | {r['wall_s']} | {r['wall_s'] / base:.2f}× | {r['user_s']} | {r['sys_s']} | {r['rss_mb']} |"
+            for name, r in rows.items()
+        ),
+    ]
+
+
 def report(results: dict) -> str:
     cpu = results["cpu"]
     lines = [
@@ -144,18 +157,8 @@ def report(results: dict) -> str:
         "",
     ]
     if results.get("window"):
-        base = results["window"]["glibc"]["wall_s"]
-        lines += [
-            f"## Training steps {WINDOW[0]}-{WINDOW[1]} (9,600 training rows)",
-            "",
-            "| allocator | wall s | vs glibc | user s | system s | RSS MB at step 150 |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        lines += [
-            f"| {name} | {r['wall_s']} | {r['wall_s'] / base:.2f}× | {r['user_s']} | {r['sys_s']} | {r['rss_mb']} |"
-            for name, r in results["window"].items()
-        ]
-        lines.append("")
+        lines += [f"## Training steps {WINDOW[0]}-{WINDOW[1]} (9,600 training rows)", ""]
+        lines += [*window_table(results["window"], "glibc", "allocator"), ""]
     if results.get("long"):
         lines += [
             "## A whole run (20,000 training rows, 625 steps)",

@@ -27,7 +27,7 @@ import json
 import subprocess
 import sys
 
-from allocator import BENCH, WINDOW, WORK, window
+from allocator import BENCH, WINDOW, WORK, window, window_table
 
 from lorafit.device import cpu_info, cpu_label
 
@@ -108,22 +108,15 @@ def shapes(rounds: int = 2) -> dict:
 def report(results: dict) -> str:
     lines = ["# Padding training batches to a multiple of N tokens", ""]
     if results.get("window"):
-        rows = results["window"]
-        base = rows["1"]["wall_s"]
         lines += [
             "`python bench/padding.py`: `lorafit train recipes/mpnet-best.yaml` on 9,600 rows of train-large.csv "
             "(all-mpnet-base-v2, LoRA on layers 3-11, frozen layers 0-2 reused, bf16 where the CPU has bf16 "
             f"units), once per `training.pad_to_multiple_of`, one after the other; training steps {WINDOW[0]}-"
             f"{WINDOW[1]} (the same batches in every run). CPU: {cpu_label(results['cpu'])}.",
             "",
-            "| pad_to_multiple_of | wall s | vs 1 | user s | system s | RSS MB at step 150 |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            *window_table(results["window"], "1", "pad_to_multiple_of"),
+            "",
         ]
-        lines += [
-            f"| {m} | {r['wall_s']} | {r['wall_s'] / base:.2f}× | {r['user_s']} | {r['sys_s']} | {r['rss_mb']} |"
-            for m, r in rows.items()
-        ]
-        lines.append("")
     if results.get("shapes"):
         base = results["shapes"]["one width (68)"]["tokens_per_s"]
         lines += [
