@@ -24,9 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import resource
 import subprocess
 import sys
+import time
 
+import torch
 from allocator import BENCH, WINDOW, WORK, window, window_table
 
 from lorafit.device import cpu_info, cpu_label
@@ -42,8 +46,6 @@ HIDDEN, FFN, ROWS, RANK = 768, 3072, 32, 8
 
 def lora_linears(count: int = 2) -> list:
     """`count` layers' q, k, v, o, ffn_in, ffn_out: frozen bf16 weights and a trainable rank-8 pair each."""
-    import torch
-
     sizes = [(HIDDEN, HIDDEN)] * 4 + [(HIDDEN, FFN), (FFN, HIDDEN)]
     modules = []
     for fan_in, fan_out in sizes * count:
@@ -54,8 +56,6 @@ def lora_linears(count: int = 2) -> list:
 
 
 def shapes_pass(modules: list, width: int) -> None:
-    import torch
-
     hidden = torch.randn(ROWS, width, HIDDEN, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         for frozen, down, up in modules:
@@ -67,12 +67,6 @@ def shapes_pass(modules: list, width: int) -> None:
 
 def shapes_child(name: str) -> None:
     """One set of widths in this process: prints tokens/s and peak RSS as JSON."""
-    import random
-    import resource
-    import time
-
-    import torch
-
     torch.manual_seed(0)
     modules, widths, draw = lora_linears(), SHAPES[name], random.Random(0)
     for width in widths[:20]:  # warm-up: the kernels for the first widths
@@ -83,11 +77,8 @@ def shapes_child(name: str) -> None:
         shapes_pass(modules, width)
         tokens += ROWS * width
     seconds = time.perf_counter() - start
-    print(json.dumps({"tokens_per_s": round(tokens / seconds), "peak_rss_mb": peak_rss_mb(resource)}))
-
-
-def peak_rss_mb(resource) -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(json.dumps({"tokens_per_s": round(tokens / seconds), "peak_rss_mb": peak_rss_mb}))
 
 
 def shapes(rounds: int = 2) -> dict:
@@ -97,10 +88,10 @@ def shapes(rounds: int = 2) -> dict:
     for _ in range(rounds):
         for name in SHAPES:
             command = [sys.executable, __file__, "--shapes-child", name]
-            got = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split("\n")[-2])
-            best = out.setdefault(name, got)
-            best.update(tokens_per_s=max(best["tokens_per_s"], got["tokens_per_s"]))
-            best.update(peak_rss_mb=max(best["peak_rss_mb"], got["peak_rss_mb"]))
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            got = json.loads(output.strip().splitlines()[-1])
+            seen = out.get(name, got)
+            out[name] = {key: max(seen[key], got[key]) for key in ("tokens_per_s", "peak_rss_mb")}
             print(name, got, flush=True)
     return out
 

@@ -65,19 +65,23 @@ def agnews_rows(agnews_csv):
     return pd.read_csv(agnews_csv)
 
 
-@pytest.fixture(scope="session")
-def tiny_roberta(roberta_dir, tmp_path_factory) -> Path:
-    """roberta-base's real config and tokenizer, shrunk to width 32 (12 layers kept), random weights."""
+def shrunk_model(model_dir: Path, folder: Path, tokenizer_files: tuple[str, ...]) -> Path:
+    """A model's real config and tokenizer, shrunk to width 32 (every layer kept), random weights."""
     import torch
     from transformers import AutoConfig, AutoModel
 
-    folder = tmp_path_factory.mktemp("tiny-roberta")
-    config = AutoConfig.from_pretrained(roberta_dir, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    config = AutoConfig.from_pretrained(model_dir, hidden_size=32, num_attention_heads=2, intermediate_size=64)
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(folder)
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(roberta_dir / name, folder / name)
+    for name in tokenizer_files:
+        shutil.copy(model_dir / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(roberta_dir, tmp_path_factory) -> Path:
+    """roberta-base shrunk to width 32 (12 layers kept), random weights."""
+    return shrunk_model(roberta_dir, tmp_path_factory.mktemp("tiny-roberta"), ("vocab.json", "merges.txt"))
 
 
 @pytest.fixture(scope="session")

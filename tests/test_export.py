@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import RECIPES
+from conftest import RECIPES, shrunk_model
 
 from lorafit.cli import main
 from lorafit.inference import load_run, predict_proba
@@ -104,17 +104,9 @@ def exported(runs: dict, texts, tmp_path) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_mpnet(mpnet_dir, tmp_path_factory):
-    """all-mpnet-base-v2's real config and tokenizer, shrunk to width 32, random weights."""
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    folder = tmp_path_factory.mktemp("tiny-mpnet")
-    config = AutoConfig.from_pretrained(mpnet_dir, hidden_size=32, num_attention_heads=2, intermediate_size=64)
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(mpnet_dir / name, folder / name)
-    return folder
+    """all-mpnet-base-v2 shrunk to width 32, random weights."""
+    files = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+    return shrunk_model(mpnet_dir, tmp_path_factory.mktemp("tiny-mpnet"), files)
 
 
 @pytest.fixture(scope="module")
