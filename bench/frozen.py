@@ -41,6 +41,7 @@ def command(rows: int, reuse: bool, run_dir: Path) -> list[str]:
         "lora.r=16",
         TOP4,
         f"training.reuse_frozen_layers={str(reuse).lower()}",
+        *("model.head=mean", "training.pad_to_multiple_of=1"),  # mpnet-best as FROZEN.md measured it
         "--output-dir",
         str(run_dir),
         "--overwrite",

@@ -100,7 +100,8 @@ def report(results: dict) -> str:
     lines = ["# Padding training batches to a multiple of N tokens", ""]
     if results.get("window"):
         lines += [
-            "`python bench/padding.py`: `lorafit train recipes/mpnet-best.yaml` on 9,600 rows of train-large.csv "
+            "`python bench/padding.py`: `lorafit train recipes/mpnet-best.yaml model.head=mean` on 9,600 rows of "
+            "train-large.csv "
             "(all-mpnet-base-v2, LoRA on layers 3-11, frozen layers 0-2 reused, bf16 where the CPU has bf16 "
             f"units), once per `training.pad_to_multiple_of`, one after the other; training steps {WINDOW[0]}-"
             f"{WINDOW[1]} (the same batches in every run). CPU: {cpu_label(results['cpu'])}.",
