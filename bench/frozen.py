@@ -4,53 +4,52 @@ all-mpnet-base-v2 with LoRA on every linear module of its top 4 layers (8-11), t
 `training.reuse_frozen_layers` on and off, in one run on this machine. Reports the steady training
 speed (examples/s of epoch 2, from run.json), the whole run's wall time (for reuse: including the one
 pass through layers 0-7), validation accuracy, and peak memory (max RSS of the training process) at
-two training sizes. Writes bench/FROZEN.md and bench/frozen.json.
+two training sizes. Writes bench/FROZEN.md and bench/frozen.json, which keeps one table per kind of CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from lorafit.device import cpu_label
 from lorafit.packaged import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
 WORK = Path("/tmp/lorafit-bench-frozen")
+# the search: the same trials both ways (one sampler seed, no pruning), so only the time may differ
+SEARCH = [
+    "search.space={training.learning_rate: {low: 3.0e-4, high: 3.0e-3, log: true}, "
+    "lora.lora_dropout: {choices: [0.0, 0.1]}}",
+    *("search.trials=12", "search.prune=false", "search.fill_budget=false"),
+]
 TOP4 = "lora.targets=[{modules: [query, key, value, attention_output, ffn_in, ffn_out], layers: [8, 9, 10, 11]}]"
 
 
-def command(rows: int, reuse: bool, run_dir: Path) -> list[str]:
+def command(verb: str, rows: int, reuse: bool, run_dir: Path) -> list[str]:
+    recipe = str(ROOT / "recipes" / "mpnet-best.yaml")
     return [
-        sys.executable,
-        "-m",
-        "lorafit",
-        "train",
-        str(ROOT / "recipes" / "mpnet-best.yaml"),
-        f"data.train={AGNEWS}",
-        "data.validation_size=96",
-        f"data.train_limit={rows}",
-        "training.epochs=2",
-        "training.batch_size=16",
-        "lora.r=16",
-        TOP4,
+        *(sys.executable, "-m", "lorafit", verb, recipe, f"data.train={AGNEWS}", "data.validation_size=96"),
+        *(f"data.train_limit={rows}", "training.epochs=2", "training.batch_size=16", "lora.r=16", TOP4),
         f"training.reuse_frozen_layers={str(reuse).lower()}",
-        *("model.head=mean", "training.pad_to_multiple_of=1"),  # mpnet-best as FROZEN.md measured it
-        "--output-dir",
-        str(run_dir),
-        "--overwrite",
+        *(SEARCH if verb == "search" else ["--overwrite"]),
+        *("--output-dir", str(run_dir)),
     ]
 
 
-def measure(rows: int, reuse: bool) -> dict:
-    """One `lorafit train` in its own process, with an empty cache (the frozen pass is counted)."""
-    run_dir = WORK / f"{'reuse' if reuse else 'full'}-{rows}"
+def run_alone(verb: str, rows: int, reuse: bool, run_dir: Path) -> tuple[float, float]:
+    """One `lorafit train|search` in its own process with an empty cache (the frozen pass is counted):
+    its wall seconds and peak RSS in MB."""
+    shutil.rmtree(run_dir, ignore_errors=True)
     cache = Path(tempfile.mkdtemp(prefix="cache-", dir=WORK))
     models = cache_root() / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -59,68 +58,70 @@ def measure(rows: int, reuse: bool) -> dict:
     start = time.perf_counter()
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            command(rows, reuse, run_dir),
+            command(verb, rows, reuse, run_dir),
             env={**os.environ, "LORAFIT_CACHE": str(cache)},
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
         _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage: its peak RSS
     if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{' '.join(command(rows, reuse, run_dir))} failed:\n{log.read_text()[-3000:]}")
+        raise SystemExit(f"{' '.join(command(verb, rows, reuse, run_dir))} failed:\n{log.read_text()[-3000:]}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def measure(rows: int, reuse: bool) -> dict:
+    run_dir = WORK / f"{'reuse' if reuse else 'full'}-{rows}"
+    seconds, peak_rss_mb = run_alone("train", rows, reuse, run_dir)
     info = json.loads((run_dir / "run.json").read_text())
     return {
         "rows": rows,
         "reuse": reuse,
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": seconds,
         "epoch_examples_per_s": info["speed"]["epoch_train_examples_per_second"],
         "accuracy": info["validation"]["accuracy"],
         "eval_loss": _last_eval_loss(run_dir),
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb,
         "cpu": info["cpu"],
+        "head": info["recipe"]["model"]["head"],
+        "pad_to_multiple_of": info["speed"]["pad_to_multiple_of"],
+    }
+
+
+def measure_search(rows: int, reuse: bool) -> dict:
+    folder = WORK / f"search-{'reuse' if reuse else 'full'}-{rows}"
+    seconds, peak_rss_mb = run_alone("search", rows, reuse, folder)
+    with open(folder / "trials.csv", encoding="utf-8") as handle:
+        trials = list(csv.DictReader(handle))
+    return {
+        "rows": rows,
+        "reuse": reuse,
+        "trials": len(trials),
+        "wall_seconds": seconds,
+        "best_accuracy": max(float(t["accuracy"]) for t in trials if t["state"] == "complete"),
+        "accuracies": [float(t["accuracy"]) for t in trials if t["state"] == "complete"],
+        "peak_rss_mb": peak_rss_mb,
     }
 
 
 def _last_eval_loss(run_dir: Path) -> float:
-    import csv
-
     with open(run_dir / "history.csv", encoding="utf-8") as handle:
         return float(list(csv.DictReader(handle))[-1]["eval_loss"])
 
 
 def report(results: dict) -> str:
-    cpu = results["rows"][0]["cpu"]
-    by = {(r["rows"], r["reuse"]): r for r in results["rows"]}
-    small, large = sorted({r["rows"] for r in results["rows"]})
-    full, reuse = by[(small, False)], by[(small, True)]
-    speedup = reuse["epoch_examples_per_s"][1] / full["epoch_examples_per_s"][1]
     lines = [
         "# Reusing the frozen lower layers",
         "",
-        f"Produced by `make bench-frozen` (`python bench/frozen.py`) on {cpu['model']}, {cpu['cores']} cores, "
-        f"flags {'/'.join(cpu['flags']) or 'none of AVX2/AVX-512/AMX'}. all-mpnet-base-v2, LoRA r=16 on every "
-        "linear module of layers 8-11 (the top 4 of 12), mean head, batch 16, 2 epochs, "
-        f"`../shared/data/ag_news/train.csv`, 96 validation rows; every run starts with an empty cache.",
+        "Produced by `make bench-frozen` (`python bench/frozen.py`), one table per kind of CPU. all-mpnet-base-v2 "
+        "with recipes/mpnet-best.yaml's head and padding as of each run, LoRA r=16 on every linear module of layers "
+        "8-11 (the top 4 of 12), batch 16, 2 epochs, `../shared/data/ag_news/train.csv`, 96 validation rows; every "
+        "run starts with an empty cache. Each table's ratios come from one run of the bench on that CPU.",
         "",
-        "| training rows | reuse | epoch 1 examples/s | epoch 2 examples/s | wall seconds | validation accuracy "
-        "| last eval loss | peak RSS MB |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in results["rows"]:
-        e = r["epoch_examples_per_s"]
-        lines.append(
-            f"| {r['rows']} | {'on' if r['reuse'] else 'off'} | {e[0]:.1f} | {e[1]:.1f} | "
-            f"{r['wall_seconds']:.0f} | {r['accuracy']:.4f} | {r['eval_loss']:.4f} | {r['peak_rss_mb']:.0f} |"
-        )
-    memory_small, memory_large = by[(small, True)]["peak_rss_mb"], by[(large, True)]["peak_rss_mb"]
+    for label, table in results["by_cpu"].items():
+        lines += cpu_table(label, table["rows"]) if "rows" in table else [f"## {label}", ""]
+        lines += search_table(table["search"]) if "search" in table else []
     lines += [
-        "",
-        "| goal | measured | met |",
-        "| --- | ---: | --- |",
-        f"| epoch 2 examples/s with reuse ≥ 1.8× without | {speedup:.2f}× | "
-        f"{'yes' if speedup >= 1.8 else f'no, {100 * (1 - speedup / 1.8):.0f}% short'} |",
-        f"| peak RSS flat from {small} to {large} rows (within 10%) | {memory_small:.0f} → {memory_large:.0f} MB | "
-        f"{'yes' if memory_large <= 1.1 * memory_small else 'no'} |",
-        "",
         "Layers 0-7 run once, without dropout, then the stored states feed layers 8-11. Without reuse they "
         "still run forward only (nothing below layer 8 needs gradients), so the bound is about 2×: "
         "(8 + 2×4) / (2×4) layer-passes per example.",
@@ -129,17 +130,88 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def search_table(runs: list[dict]) -> list[str]:
+    full, reuse = sorted(runs, key=lambda run: run["reuse"])
+    speedup = full["wall_seconds"] / reuse["wall_seconds"]
+    lines = [
+        f"`lorafit search`, {full['trials']} trials of {full['rows']} training rows each, the same recipe, learning "
+        "rate (log range 3e-4 to 3e-3) and LoRA dropout (0 or 0.1) sampled with one seed, no pruning: both searches "
+        "train the same trials, each in one process with an empty cache.",
+        "",
+        "| reuse | trials | wall seconds | best validation accuracy | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for run in (full, reuse):
+        lines.append(
+            f"| {'on' if run['reuse'] else 'off'} | {run['trials']} | {run['wall_seconds']:.0f} | "
+            f"{run['best_accuracy']:.4f} | {run['peak_rss_mb']:.0f} |"
+        )
+    # the same trials on 96 validation rows: one row is 1.04 points, so "within noise" is within one row
+    gap = abs(full["best_accuracy"] - reuse["best_accuracy"])
+    return [
+        *lines,
+        "",
+        "| goal | measured | met |",
+        "| --- | ---: | --- |",
+        f"| the search ≥ 2× faster end to end with reuse | {speedup:.2f}× | "
+        f"{'yes' if speedup >= 2 else f'no, {100 * (1 - speedup / 2):.0f}% short'} |",
+        f"| the same best validation accuracy within noise (one of 96 rows) | {100 * gap:.2f} points | "
+        f"{'yes' if gap <= 1 / 96 + 1e-9 else 'no'} |",
+        "",
+    ]
+
+
+def cpu_table(label: str, rows: list[dict]) -> list[str]:
+    by = {(r["rows"], r["reuse"]): r for r in rows}
+    small, large = sorted({r["rows"] for r in rows})
+    compared = large if (large, False) in by else small  # older tables ran without reuse at the small size only
+    speedup = by[(compared, True)]["epoch_examples_per_s"][1] / by[(compared, False)]["epoch_examples_per_s"][1]
+    lines = [
+        f"## {label}",
+        "",
+        "| training rows | reuse | head | padded to | epoch 1 examples/s | epoch 2 examples/s | wall seconds "
+        "| validation accuracy | last eval loss | peak RSS MB |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        e = r["epoch_examples_per_s"]
+        lines.append(
+            f"| {r['rows']} | {'on' if r['reuse'] else 'off'} | {r.get('head', 'mean')} | "
+            f"{r.get('pad_to_multiple_of', 1)} | {e[0]:.1f} | {e[1]:.1f} | {r['wall_seconds']:.0f} | "
+            f"{r['accuracy']:.4f} | {r['eval_loss']:.4f} | {r['peak_rss_mb']:.0f} |"
+        )
+    memory_small, memory_large = by[(small, True)]["peak_rss_mb"], by[(large, True)]["peak_rss_mb"]
+    return [
+        *lines,
+        "",
+        "| goal | measured | met |",
+        "| --- | ---: | --- |",
+        f"| epoch 2 examples/s with reuse ≥ 1.8× without ({compared} rows) | {speedup:.2f}× | "
+        f"{'yes' if speedup >= 1.8 else f'no, {100 * (1 - speedup / 1.8):.0f}% short'} |",
+        f"| peak RSS flat from {small} to {large} rows (within 10%) | {memory_small:.0f} → {memory_large:.0f} MB | "
+        f"{'yes' if memory_large <= 1.1 * memory_small else 'no'} |",
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs=2, default=[256, 1024], metavar=("SMALL", "LARGE"))
+    parser.add_argument("--search-rows", type=int, default=256, help="training rows of each search trial")
+    parser.add_argument("--only", choices=["train", "search"], help="measure one table; the other stays as it was")
     parser.add_argument("--report-only", action="store_true", help="rewrite FROZEN.md from frozen.json")
     options = parser.parse_args()
     out = ROOT / "bench" / "frozen.json"
     if not options.report_only:
         WORK.mkdir(parents=True, exist_ok=True)
-        small, large = options.rows
-        rows = [measure(small, False), measure(small, True), measure(large, True)]
-        out.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        results = json.loads(out.read_text()) if out.is_file() else {"by_cpu": {}}
+        table = results["by_cpu"].setdefault(cpu_label(), {})
+        if options.only != "search":
+            small, large = options.rows
+            table["rows"] = [measure(small, False), measure(small, True), measure(large, False), measure(large, True)]
+        if options.only != "train":
+            table["search"] = [measure_search(options.search_rows, False), measure_search(options.search_rows, True)]
+        out.write_text(json.dumps(results, indent=2) + "\n")
     text = report(json.loads(out.read_text()))
     (ROOT / "bench" / "FROZEN.md").write_text(text)
     print(text)
