@@ -13,6 +13,7 @@ from lorafit.budget import format_plan, plan
 from lorafit.cli import main
 from lorafit.config import load_recipe, recipe_from_dict
 from lorafit.data import Examples, tokenize
+from lorafit.errors import LorafitError
 from lorafit.frozen import FrozenStatesDataset, collate_states, first_trained_layer, frozen_states, skip_frozen_layers
 from lorafit.model import build_lora_model, load_tokenizer
 from lorafit.speedups import cast_frozen_linears
@@ -105,6 +106,17 @@ def test_states_are_stored_once_under_a_key_of_model_layer_and_tokens(tiny_rober
     assert [len(first[i]) for i in range(len(first))] == [
         len(ids) for ids in tokenize(texts, tokenizer, 64)["input_ids"]
     ]
+
+
+def test_states_that_overflow_float16_are_refused_and_not_cached(tiny_roberta, agnews_rows):
+    model, tokenizer = lora_on_top(tiny_roberta, [10, 11])
+    with torch.no_grad():
+        model.base_model.model.roberta.encoder.layer[9].output.LayerNorm.weight.mul_(1e6)  # beyond float16's 65,504
+    tokenized = tokenize(examples(agnews_rows), tokenizer, 64)
+    with pytest.raises(LorafitError, match="overflow float16"):
+        frozen_states(model, tokenized, 10, identity="overflowing model")
+    key = frozen.states_key("overflowing model", 10, tokenized["input_ids"])
+    assert not (frozen.cache_root() / "frozen-states" / key).exists()
 
 
 def test_plan_says_whether_and_from_which_layer_a_recipe_reuses(roberta_dir):

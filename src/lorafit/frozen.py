@@ -137,7 +137,10 @@ def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, bf16: 
     lengths = np.array([len(ids) for ids in input_ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     hidden_size = model.config.hidden_size
-    out = np.memmap(folder / "states.f16", dtype=STATES_DTYPE, mode="w+", shape=(int(offsets[-1]), hidden_size))
+    row_bytes = hidden_size * np.dtype(STATES_DTYPE).itemsize
+    # positional writes, not a memory map: written pages stay in the OS page cache, out of the
+    # process's resident memory, which then stays flat however many rows there are (bench/FROZEN.md)
+    out = os.open(folder / "states.f16", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     captured = {}
 
     def capture(module, args, kwargs):
@@ -167,19 +170,19 @@ def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, bf16: 
                     model(input_ids=ids, attention_mask=mask)
                 except _Stop:
                     pass
-                hidden = captured.pop("hidden").float().numpy()
+                hidden = captured.pop("hidden").float().numpy().astype(STATES_DTYPE)
+                if not np.isfinite(hidden).all():
+                    raise LorafitError(
+                        "training.reuse_frozen_layers: the frozen layers' states overflow float16; "
+                        "turn training.reuse_frozen_layers off for this model"
+                    )
                 for row, i in enumerate(batch):
-                    out[offsets[i] : offsets[i + 1]] = hidden[row, : lengths[i]]
+                    os.pwrite(out, hidden[row, : lengths[i]].tobytes(), int(offsets[i]) * row_bytes)
                 bar.update(len(batch))
     finally:
+        os.close(out)
         handle.remove()
         model.train(was_training)
-    if not np.isfinite(out).all():
-        raise LorafitError(
-            "training.reuse_frozen_layers: the frozen layers' states overflow float16; "
-            "turn training.reuse_frozen_layers off for this model"
-        )
-    out.flush()
     np.save(folder / "offsets.npy", offsets)
     (folder / "meta.json").write_text(
         json.dumps({"layer": layer, "hidden_size": hidden_size, "rows": len(lengths)}), encoding="utf-8"
