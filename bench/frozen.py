@@ -212,6 +212,35 @@ def cpu_table(label: str, rows: list[dict]) -> list[str]:
     ]
 
 
+def states_memory(rows: int) -> None:
+    """Peak RSS of computing the states entering layer 3 of all-mpnet-base-v2 (mpnet-best's frozen layers)
+    for `rows` rows of train-large.csv, in this process and a fresh cache. Run it on two commits to
+    compare how they store the states."""
+    import resource
+
+    models = cache_root() / "models"
+    os.environ["LORAFIT_CACHE"] = tempfile.mkdtemp(prefix="states-memory-", dir=WORK)
+    os.symlink(models, Path(os.environ["LORAFIT_CACHE"]) / "models")  # the unpacked model is shared
+    import pandas as pd
+
+    from lorafit.config import recipe_from_dict
+    from lorafit.data import Examples, tokenize
+    from lorafit.frozen import frozen_states
+    from lorafit.model import build_lora_model, load_tokenizer
+
+    labels = ["World", "Sports", "Business", "Sci/Tech"]
+    table = pd.read_csv(AGNEWS.with_name("train-large.csv")).head(rows)
+    lora = {"r": 4, "targets": [{"modules": ["query"], "layers": [3]}]}
+    recipe = recipe_from_dict({"model": {"name": "all-mpnet-base-v2"}, "lora": lora})
+    model = build_lora_model(recipe.model, recipe.lora, labels).eval()
+    tokenized = tokenize(Examples(table.text.tolist(), table.label.tolist(), labels), load_tokenizer(recipe.model), 128)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    states = frozen_states(model, tokenized, 3, identity="states memory", bf16=True)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    size = states.file.stat().st_size // 2**20
+    print(f"{rows} rows: states file {size} MB; peak RSS {before} MB before computing them, {after} MB after")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs=2, default=[256, 1024], metavar=("SMALL", "LARGE"))
@@ -221,7 +250,10 @@ def main() -> None:
     parser.add_argument("--search-rows", type=int, default=256, help="training rows of each search trial")
     parser.add_argument("--only", choices=["train", "search"], help="measure one table; the other stays as it was")
     parser.add_argument("--report-only", action="store_true", help="rewrite FROZEN.md from frozen.json")
+    parser.add_argument("--states-memory", type=int, metavar="ROWS", help="only the peak RSS of computing states")
     options = parser.parse_args()
+    if options.states_memory:
+        return states_memory(options.states_memory)
     out = ROOT / "bench" / "frozen.json"
     if not options.report_only:
         WORK.mkdir(parents=True, exist_ok=True)
