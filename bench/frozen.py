@@ -4,7 +4,9 @@ all-mpnet-base-v2 with LoRA on every linear module of its top 4 layers (8-11), t
 `training.reuse_frozen_layers` on and off, in one run on this machine. Reports the steady training
 speed (examples/s of epoch 2, from run.json), the whole run's wall time (for reuse: including the one
 pass through layers 0-7), validation accuracy, and peak memory (max RSS of the training process) at
-two training sizes. Writes bench/FROZEN.md and bench/frozen.json, which keeps one table per kind of CPU.
+two training sizes, each setting run --rounds times in turns. Then a 12-trial `lorafit search` each way:
+end-to-end seconds and best validation accuracy. Writes bench/FROZEN.md and bench/frozen.json, which
+keeps one table per kind of CPU.
 """
 
 from __future__ import annotations

@@ -171,13 +171,14 @@ def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, bf16: 
                 except _Stop:
                     pass
                 hidden = captured.pop("hidden").float().numpy().astype(STATES_DTYPE)
-                if not np.isfinite(hidden).all():
+                rows = [hidden[row, : lengths[i]] for row, i in enumerate(batch)]  # padding is not stored
+                if not all(np.isfinite(states).all() for states in rows):
                     raise LorafitError(
                         "training.reuse_frozen_layers: the frozen layers' states overflow float16; "
                         "turn training.reuse_frozen_layers off for this model"
                     )
-                for row, i in enumerate(batch):
-                    os.pwrite(out, hidden[row, : lengths[i]].tobytes(), int(offsets[i]) * row_bytes)
+                for states, i in zip(rows, batch):
+                    os.pwrite(out, states.tobytes(), int(offsets[i]) * row_bytes)
                 bar.update(len(batch))
     finally:
         os.close(out)
