@@ -27,7 +27,7 @@ SPLIT = ["data.validation_size=0.15", "data.seed=42", "data.limit=null"]
 LARGE = ROOT.parent / "shared" / "data" / "ag_news" / "train-large.csv"
 # The base-size table: one stratified 15% validation split of train-large.csv (7,279 rows), seed 42.
 # Training rows are capped where a setting's full run would not fit this machine (see ACCURACY.md).
-# mpnet-best as it was until session 11: the mean head, batches padded to the longest row only
+# mpnet-best before it took the first-token head (issue 15): the mean head, batches padded to the longest row only
 MEAN_HEAD = ("model.head=mean", "training.pad_to_multiple_of=1")
 BASE_ROWS = {
     "TF-IDF + logistic regression": ("baseline", "logistic-regression", []),
@@ -79,7 +79,7 @@ BASE_ROWS = {
         "recipes/mpnet-best.yaml",
         ["data.train_limit=4000", "training.pad_to_multiple_of=1"],
     ),
-    # the exportable head (issue 15) over all rows: the recipe since session 11
+    # the exportable head (issue 15) over all rows: the recipe since 2026-12-01
     "mpnet-best": ("train", "recipes/mpnet-best.yaml", []),
     # outside the budget: TF-IDF's linear weights come on top of mpnet-best's trainable parameters
     "mpnet-best, mean head + TF-IDF logistic regression (mean of probabilities)": (

@@ -44,7 +44,8 @@ JEMALLOC_CONF = "oversize_threshold:1,background_thread:true,metadata_thp:auto,d
 WINDOW = (50, 150)
 WINDOW_DATA = ["data.validation_size=300", "data.train_limit=9600"]
 LONG_DATA = ["data.validation_size=0.15", "data.train_limit=20000"]
-# mpnet-best as ALLOCATOR.md measured it (before session 11): the mean head, no padding beyond the longest row
+# mpnet-best as ALLOCATOR.md measured it, before it took the first-token head: the mean head, no padding
+# beyond the longest row
 AS_MEASURED = ("model.head=mean", "training.pad_to_multiple_of=1")
 
 
