@@ -52,23 +52,25 @@ def run_alone(verb: str, rows: int, reuse: bool, run_dir: Path) -> tuple[float, 
     """One `lorafit train|search` in its own process with an empty cache (the frozen pass is counted):
     its wall seconds and peak RSS in MB."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    cache = Path(tempfile.mkdtemp(prefix="cache-", dir=WORK))
-    models = cache_root() / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    (cache / "models").symlink_to(models)  # the unpacked model is shared; the states are not
+    cache, argv = fresh_cache("cache-"), command(verb, rows, reuse, run_dir)
     log = cache / "stderr.log"
     start = time.perf_counter()
     with open(log, "w") as stderr:
-        process = subprocess.Popen(
-            command(verb, rows, reuse, run_dir),
-            env={**os.environ, "LORAFIT_CACHE": str(cache)},
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+        env = {**os.environ, "LORAFIT_CACHE": str(cache)}
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage: its peak RSS
     if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{' '.join(command(verb, rows, reuse, run_dir))} failed:\n{log.read_text()[-3000:]}")
+        raise SystemExit(f"{' '.join(argv)} failed:\n{log.read_text()[-3000:]}")
     return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def fresh_cache(prefix: str) -> Path:
+    """An empty lorafit cache under WORK that shares the unpacked models (the states are not shared)."""
+    cache = Path(tempfile.mkdtemp(prefix=prefix, dir=WORK))
+    models = cache_root() / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(models)
+    return cache
 
 
 def measure(rows: int, reuse: bool) -> dict:
@@ -100,9 +102,9 @@ def fastest_of_rounds(sizes: list[int], rounds: int) -> list[dict]:
     kept = []
     for setting in settings:
         fastest = max(runs[setting], key=lambda run: run["epoch_examples_per_s"][1])
-        rounds = [run["epoch_examples_per_s"][1] for run in runs[setting]]
+        speeds = [run["epoch_examples_per_s"][1] for run in runs[setting]]
         # memory is not a best-of: the highest peak of the rounds
-        kept.append({**fastest, "rounds": rounds, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs[setting])})
+        kept.append({**fastest, "rounds": speeds, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs[setting])})
     return kept
 
 
@@ -220,9 +222,7 @@ def states_memory(rows: int) -> None:
     compare how they store the states."""
     import resource
 
-    models = cache_root() / "models"
-    os.environ["LORAFIT_CACHE"] = tempfile.mkdtemp(prefix="states-memory-", dir=WORK)
-    os.symlink(models, Path(os.environ["LORAFIT_CACHE"]) / "models")  # the unpacked model is shared
+    os.environ["LORAFIT_CACHE"] = str(fresh_cache("states-memory-"))
     import pandas as pd
 
     from lorafit.config import recipe_from_dict
