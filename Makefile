@@ -5,9 +5,12 @@
 # make bench        speed: the reports' pipeline against lorafit's defaults -> bench/RESULTS.md
 # make bench-frozen reused frozen layers on all-mpnet-base-v2 -> bench/FROZEN.md
 # make bench-paths  every inference path on this kind of CPU -> bench/PATHS.md (MPNET_RUN=run adds MPNet)
+# make bench-dropout    lorafit's CPU dropout against torch's, on MPNet training steps -> bench/DROPOUT.md
 # make bench-compile    torch.compile against eager, inference and training -> bench/COMPILE.md
 # make bench-allocator  glibc's memory allocator against jemalloc, tcmalloc, mimalloc -> bench/ALLOCATOR.md
 # make bench-padding    training batches padded to a multiple of 1, 8, 16 tokens -> bench/PADDING.md
+# make bench-avx2      bench-paths, -dropout and -frozen as on an AVX2-only CPU: oneDNN, MKL and torch's kernels
+#                       capped at AVX2 (no bf16 units); the tables name the cap
 # make bench-tracking   one AG News run in TensorBoard and MLflow, read back and plotted -> bench/TRACKING.md
 # make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
 #                   (make accuracy-search first runs the hyperparameter search it reports)
@@ -20,7 +23,7 @@ TORCH_VERSION ?= 2.13.0
 # wheel is the multi-GB CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
 TORCH_INDEX ?=
 
-.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-compile bench-allocator bench-padding bench-tracking accuracy accuracy-search reliability clean
+.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-dropout bench-compile bench-allocator bench-padding bench-avx2 bench-tracking accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -59,6 +62,9 @@ bench-frozen: install
 bench-paths: install
 	$(PY) bench/paths.py $(if $(MPNET_RUN),--mpnet-run $(MPNET_RUN))
 
+bench-dropout: install
+	$(PY) bench/dropout.py
+
 bench-compile: install
 	$(PY) bench/compile.py
 
@@ -67,6 +73,12 @@ bench-allocator: install
 
 bench-padding: install
 	$(PY) bench/padding.py
+
+# a newer CPU run as an AVX2-only one: the caps of oneDNN (bf16 matmuls), MKL (fp32 matmuls), torch's kernels
+AVX2_ONLY := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
+
+bench-avx2: install
+	$(AVX2_ONLY) $(MAKE) bench-paths bench-dropout bench-frozen
 
 bench-tracking: install
 	$(PY) bench/tracking.py

@@ -51,6 +51,14 @@ def measure_path(run_dir: Path, path: str, texts: list[str]):
     return len(texts) / min(seconds), probabilities
 
 
+def measurable_paths() -> list[str]:
+    """Every path but bf16 on a CPU without bf16 units: there it emulates bf16 matmuls, many times
+    slower than fp32, and lorafit never picks it."""
+    from lorafit.device import bf16_supported
+
+    return [path for path in PATHS if path != "bf16" or bf16_supported()]
+
+
 def measure_model(run_dir: Path) -> dict:
     import numpy as np
 
@@ -60,8 +68,8 @@ def measure_model(run_dir: Path) -> dict:
     run = load_run(run_dir, precision="fp32")
     validation = prepare_splits(run.recipe.data, run.tokenizer).validation
     texts, labels = validation.texts[:ROWS], np.array(validation.labels[:ROWS])
-    speeds, predicted = {}, {}
-    for path in PATHS:
+    speeds, predicted, paths = {}, {}, measurable_paths()
+    for path in paths:
         speeds[path], probabilities = measure_path(run_dir, path, texts)
         predicted[path] = probabilities.argmax(-1)
         print(f"{run_dir.name} {path}: {speeds[path]:.1f} examples/s", file=sys.stderr)
@@ -78,7 +86,7 @@ def measure_model(run_dir: Path) -> dict:
                 "accuracy": float((predicted[path] == labels).mean()),
                 "accuracy_change": float((predicted[path] == labels).mean() - (reference == labels).mean()),
             }
-            for path in PATHS
+            for path in paths
         },
     }
 
@@ -93,7 +101,7 @@ def fastest(models: dict) -> str:
     def score(path: str) -> float:
         return math.exp(sum(math.log(m["paths"][path]["vs_fp32"]) for m in models.values()) / len(models))
 
-    eligible = [p for p in PATHS if all(qualifies(m["paths"][p]) for m in models.values())]
+    eligible = [p for p in PATHS if all(p in m["paths"] and qualifies(m["paths"][p]) for m in models.values())]
     return max(eligible, key=score)
 
 
@@ -106,7 +114,8 @@ def report(results: dict) -> str:
         f"Each path classifies the same {ROWS:,} validation rows of a trained run (examples/s: best of two passes "
         "after a warm-up; batches of at most 4,096 tokens sorted by length). A path qualifies when it agrees with "
         f"PyTorch fp32 on at least {MIN_AGREEMENT:.1%} of the rows and changes accuracy by at most "
-        f"{100 * MAX_ACCURACY_CHANGE:.1f} points. `--precision auto` takes the fastest qualifying path "
+        f"{100 * MAX_ACCURACY_CHANGE:.1f} points. bf16 is measured only where the CPU has bf16 units. "
+        "`--precision auto` takes the fastest qualifying path "
         "(geometric mean over the models) of the CPU kind in use: `FASTEST_CPU_PATH` in src/lorafit/device.py.",
         "",
         "MiniLM: `recipes/quickstart.yaml` on train.csv with a 2,000-row validation split. all-mpnet-base-v2: the "

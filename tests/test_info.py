@@ -28,6 +28,18 @@ def test_info_reports_the_cpu_and_the_defaults_lorafit_picks_on_it():
     assert report["versions"]["torch"] and report["versions"]["lorafit"]
 
 
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def test_an_isa_cap_makes_lorafit_choose_as_on_an_avx2_only_cpu():
+    real = cpu_info()["flags"]
+    report = lorafit_info(**AVX2_ONLY)
+    assert report["torch_kernels"] == "AVX2"
+    assert report["cpu"]["flags"] == [flag for flag in real if flag == "avx2"]
+    assert report["cpu"].get("isa_cap") == ("AVX2" if report["cpu"]["flags"] != real else None)
+    assert report["training_precision"] == report["inference_path"] == "fp32"
+
+
 def test_the_allocator_is_read_from_the_process_itself():
     assert lorafit_info()["allocator"] == "glibc"
     jemalloc = ctypes.util.find_library("jemalloc")  # .ci/run installs Debian's libjemalloc2

@@ -253,7 +253,9 @@ class TrainingConfig(Section):
         None, ge=1, description="torch intra-op threads; default: torch's choice (one per core)"
     )
     cpu_dropout: bool = Field(
-        True, description="on a CPU, draw dropout masks 4x more cheaply (same dropout, other random numbers)"
+        True,
+        description="on a CPU, make dropout masks from cheaper random numbers (same dropout, other draws): "
+        "bench/DROPOUT.md",
     )
     report_to: list[Literal["none", "tensorboard", "mlflow", "wandb"]] = Field(
         ["none"],

@@ -16,6 +16,20 @@ from .errors import LorafitError
 
 VERSIONED = ("lorafit", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn")
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+# oneDNN's ONEDNN_MAX_CPU_ISA (which runs bf16 matmuls) -> how many of SPEED_FLAGS it leaves usable.
+# Set with MKL_ENABLE_INSTRUCTIONS and ATEN_CPU_CAPABILITY, it makes a newer CPU run as an older one
+# (`make bench-avx2`); lorafit then chooses as it would there. Other values (ALL, AMX ones) cap nothing.
+ISA_CAPS = {
+    "SSE41": 0,
+    "AVX": 0,
+    "AVX2": 1,
+    "AVX2_VNNI": 1,
+    "AVX2_VNNI_2": 1,
+    "AVX512_CORE": 2,
+    "AVX512_CORE_VNNI": 3,
+    "AVX512_CORE_BF16": 4,
+    "AVX512_CORE_FP16": 4,
+}
 
 
 @lru_cache(maxsize=1)
@@ -29,18 +43,20 @@ def cpu_info() -> dict:
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    flags = fields.get("flags", "").split()
-    return {
-        "model": fields.get("model name", "unknown"),
-        "cores": os.cpu_count(),
-        "flags": [flag for flag in SPEED_FLAGS if flag in flags],
-    }
+    flags = [flag for flag in SPEED_FLAGS if flag in fields.get("flags", "").split()]
+    info = {"model": fields.get("model name", "unknown"), "cores": os.cpu_count(), "flags": flags}
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    usable = [flag for flag in flags if flag in SPEED_FLAGS[: ISA_CAPS.get(cap, len(SPEED_FLAGS))]]
+    if usable != flags:
+        info.update(flags=usable, isa_cap=cap)
+    return info
 
 
 def cpu_label(cpu: dict | None = None) -> str:
     """One line naming a CPU (this one by default) as every figure should: model, cores, speed flags."""
     cpu = cpu or cpu_info()
-    return f"{cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags']) or 'no AVX2'}"
+    capped = f" (capped by ONEDNN_MAX_CPU_ISA={cpu['isa_cap']})" if cpu.get("isa_cap") else ""
+    return f"{cpu['model']}, {cpu['cores']} cores, {'/'.join(cpu['flags']) or 'no AVX2'}{capped}"
 
 
 @lru_cache(maxsize=1)
@@ -159,6 +175,7 @@ def machine_report() -> dict:
     return {
         "cpu": cpu_info(),
         "cpu_kind": cpu_kind(),
+        "torch_kernels": torch.backends.cpu.get_cpu_capability(),  # the vector ISA torch's own kernels use
         "device": device,
         "training_precision": training_precision("auto", device),
         "inference_path": inference_path("auto"),
