@@ -9,8 +9,9 @@
 # make bench-compile    torch.compile against eager, inference and training -> bench/COMPILE.md
 # make bench-allocator  glibc's memory allocator against jemalloc, tcmalloc, mimalloc -> bench/ALLOCATOR.md
 # make bench-padding    training batches padded to a multiple of 1, 8, 16 tokens -> bench/PADDING.md
-# make bench-avx2      bench-paths, -dropout and -frozen as on an AVX2-only CPU: oneDNN, MKL and torch's kernels
-#                       capped at AVX2 (no bf16 units); the tables name the cap
+# make bench-avx2       bench-dropout and bench-frozen as on an AVX2-only CPU: oneDNN, MKL and torch's kernels
+#                        capped at AVX2 (no bf16 units); the tables name the cap. Not bench-paths: int8 (FBGEMM)
+#                        and onnxruntime (MLAS) choose their kernels by CPUID, past any cap
 # make bench-tracking   one AG News run in TensorBoard and MLflow, read back and plotted -> bench/TRACKING.md
 # make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
 #                   (make accuracy-search first runs the hyperparameter search it reports)
@@ -78,7 +79,7 @@ bench-padding: install
 AVX2_ONLY := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
 
 bench-avx2: install
-	$(AVX2_ONLY) $(MAKE) bench-paths bench-dropout bench-frozen
+	$(AVX2_ONLY) $(MAKE) bench-dropout bench-frozen
 
 bench-tracking: install
 	$(PY) bench/tracking.py

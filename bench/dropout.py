@@ -31,7 +31,7 @@ from torch import nn
 
 from lorafit import speedups
 from lorafit.config import load_recipe
-from lorafit.device import SpeedSettings, bf16_supported, cpu_label, training_precision
+from lorafit.device import ISA_CAP_NOTE, SpeedSettings, bf16_supported, cpu_label, training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
@@ -146,7 +146,7 @@ def report(results: dict) -> str:
         "each is reported. torch: `nn.functional.dropout` (the model without lorafit's swap); mt-bool: "
         "lorafit's earlier CPU dropout (torch's Mersenne Twister, a bool mask cast to the float type); lorafit: "
         "`speedups.cpu_dropout` (numpy's PCG64 draws, the mask built with integer ops); none: nothing dropped, "
-        "the floor (not the same training).",
+        "the floor (not the same training). " + ISA_CAP_NOTE,
     ]
     for cpu, by_precision in results["by_cpu"].items():
         lines += ["", f"## {cpu}", ""]

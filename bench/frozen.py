@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lorafit.device import cpu_label
+from lorafit.device import ISA_CAP_NOTE, cpu_label
 from lorafit.packaged import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,8 @@ def report(results: dict) -> str:
         "Produced by `make bench-frozen` (`python bench/frozen.py`), one table per kind of CPU. all-mpnet-base-v2 "
         "with recipes/mpnet-best.yaml's head and padding as of each run, LoRA r=16 on every linear module of layers "
         "8-11 (the top 4 of 12), batch 16, 2 epochs, `../shared/data/ag_news/train.csv`, 96 validation rows; every "
-        "run starts with an empty cache. Each table's ratios come from one run of the bench on that CPU.",
+        "run starts with an empty cache. Each table's ratios come from one run of the bench on that CPU. "
+        + ISA_CAP_NOTE,
         "",
     ]
     for label, table in results["by_cpu"].items():

@@ -29,6 +29,20 @@ def test_cpu_dropout_follows_the_torch_seed_and_is_identity_when_not_training():
     assert torch.equal(CpuDropout(0.2).eval()(x), x)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_cpu_dropout_keeps_elements_scaled_in_their_own_type_and_drops_the_same_ones_in_every_type(dtype):
+    x = torch.randn(300, 70)
+    torch.manual_seed(5)
+    out = cpu_dropout(x.to(dtype), 0.25)
+    torch.manual_seed(5)
+    reference = cpu_dropout(x.double(), 0.25)
+    assert out.dtype == dtype
+    assert torch.equal(out == 0, reference == 0)
+    kept = out != 0
+    scale = torch.tensor(1 / 0.75, dtype=dtype)
+    assert torch.equal(out[kept], x.to(dtype)[kept] * scale)
+
+
 def test_gradient_flows_only_through_kept_elements():
     x = torch.randn(200, 50, requires_grad=True)
     out = cpu_dropout(x, 0.5)

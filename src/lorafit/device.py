@@ -30,6 +30,10 @@ ISA_CAPS = {
     "AVX512_CORE_BF16": 4,
     "AVX512_CORE_FP16": 4,
 }
+ISA_CAP_NOTE = (
+    "A CPU named with '(capped by ONEDNN_MAX_CPU_ISA=...)' ran with oneDNN, MKL and torch's kernels capped "
+    "(`make bench-avx2`): the instructions of an older CPU at this one's clock and memory speed."
+)
 
 
 @lru_cache(maxsize=1)
