@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from frozen import WORK, fresh_cache
+from frozen import TOP4, WORK, fresh_cache
 from torch import nn
 
 from lorafit import speedups
@@ -37,10 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
 FIRST_TRAINED = 8
 BATCHES, BATCH_SIZE = 6, 16
-LORA = [
-    "lora.r=16",
-    "lora.targets=[{modules: [query, key, value, attention_output, ffn_in, ffn_out], layers: [8, 9, 10, 11]}]",
-]
+LORA = ["lora.r=16", TOP4]  # the frozen bench's
 
 
 def mt_bool_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -117,8 +114,10 @@ def measure(precision: str, steps: int) -> dict:
     apply_speedups(model, SpeedSettings(device="cpu", precision=precision, threads=0, cpu_dropout=True))
     bf16 = precision == "bf16"
     token_batches = batches(tokenizer, recipe.data.max_length)
-    kinds = {"whole model": token_batches, "layers 8-11 on stored states": None}
-    kinds["layers 8-11 on stored states"] = stored_state_batches(model, recipe, token_batches, bf16)
+    kinds = {
+        "whole model": token_batches,
+        "layers 8-11 on stored states": stored_state_batches(model, recipe, token_batches, bf16),
+    }
     model.train()
     seconds = {(kind, name): [] for kind in kinds for name in DROPOUTS}
     for step in range(steps + 1):  # the first round warms oneDNN's kernels up and is not counted
