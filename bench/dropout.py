@@ -165,7 +165,7 @@ def report(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30, help="steps of each dropout and kind (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=20, help="steps of each dropout and kind (after one warm-up)")
     parser.add_argument("--report-only", action="store_true", help="rewrite DROPOUT.md from dropout.json")
     options = parser.parse_args()
     out = ROOT / "bench" / "dropout.json"
