@@ -109,3 +109,10 @@ def test_the_default_inference_path_is_the_one_measured_fastest_on_each_kind_of_
     if cpu_kind() in FASTEST_CPU_PATH:
         assert inference_path("auto") == FASTEST_CPU_PATH[cpu_kind()]
     assert inference_path("int8") == "int8"
+    # a table from a CPU without bf16 units has no bf16 row: the fastest is chosen among the others
+    without_bf16 = {
+        model: {**m, "paths": {p: r for p, r in m["paths"].items() if p != "bf16"}}
+        for model, m in measured["amx"]["models"].items()
+    }
+    assert paths.fastest(without_bf16) != "bf16"
+    assert paths.fastest(without_bf16) in without_bf16["MiniLM"]["paths"]
