@@ -79,18 +79,21 @@ def batches(tokenizer, max_length: int) -> list[dict]:
 
 
 def stored_state_batches(model, recipe, token_batches: list[dict], bf16: bool) -> list[dict]:
-    """The same batches as the states entering layer 8, computed and stored by lorafit.frozen."""
+    """The same batches as the states entering layer 8, computed once and stored by lorafit.frozen."""
     from datasets import Dataset
 
     from lorafit.frozen import FrozenStatesDataset, collate_states, frozen_states
 
-    out = []
+    ids, labels = [], []
     for batch in token_batches:
-        ids = [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
-        tokenized = Dataset.from_dict({"input_ids": ids, "labels": batch["labels"].tolist()})
-        states = FrozenStatesDataset(tokenized, frozen_states(model, tokenized, FIRST_TRAINED, f"bench {bf16=}", bf16))
-        out.append(collate_states([states[i] for i in range(len(states))]))
-    return out
+        ids += [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+        labels += batch["labels"].tolist()
+    tokenized = Dataset.from_dict({"input_ids": ids, "labels": labels})
+    states = FrozenStatesDataset(tokenized, frozen_states(model, tokenized, FIRST_TRAINED, f"bench {bf16=}", bf16))
+    return [
+        collate_states([states[i] for i in range(start, start + BATCH_SIZE)])
+        for start in range(0, len(states), BATCH_SIZE)
+    ]
 
 
 def step_seconds(model, batch: dict, bf16: bool) -> float:
