@@ -76,6 +76,7 @@ def measure_model(run_dir: Path) -> dict:
     reference = predicted["fp32"]
     return {
         "run": str(run_dir),
+        "trained": trained_on(run.info),
         "base_model": run.info["base_model"],
         "rows": len(texts),
         "paths": {
@@ -89,6 +90,12 @@ def measure_model(run_dir: Path) -> dict:
             for path in paths
         },
     }
+
+
+def trained_on(info: dict) -> str:
+    """What a run was trained on, from its run.json: recipe, data file and training rows."""
+    data = info["data"]
+    return f"{info['recipe']['name']} on {Path(data['source']).name}, {data['train_rows']:,} training rows"
 
 
 def qualifies(result: dict) -> bool:
@@ -118,11 +125,14 @@ def report(results: dict) -> str:
         "`--precision auto` takes the fastest qualifying path "
         "(geometric mean over the models) of the CPU kind in use: `FASTEST_CPU_PATH` in src/lorafit/device.py.",
         "",
-        "MiniLM: `recipes/quickstart.yaml` on train.csv with a 2,000-row validation split. all-mpnet-base-v2: the "
-        "`mpnet-best` run of bench/ACCURACY.md, first 2,000 rows of its validation split.",
+        "MiniLM: `recipes/quickstart.yaml` on train.csv with a 2,000-row validation split. all-mpnet-base-v2: a run "
+        "of `recipes/mpnet-best.yaml` on train-large.csv (the rows it trained on are named per table), first 2,000 "
+        "rows of its validation split (15%, seed 42).",
     ]
     for kind, entry in sorted(results.items()):
         lines += ["", f"## {kind}", "", f"CPU: {entry['cpu']}. Default here: **{entry['fastest']}**.", ""]
+        runs = [f"{model}: {m['trained']}" for model, m in entry["models"].items() if "trained" in m]
+        lines += [f"Runs: {'; '.join(runs)}.", ""] if runs else []
         lines += [
             "| model | path | examples/s | vs fp32 | agreement with fp32 | accuracy | change | qualifies |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",

@@ -76,7 +76,7 @@ def bf16_supported() -> bool:
 # `make bench-paths` (bench/PATHS.md; tests/test_speed_settings.py keeps this table and the measurement
 # in step). AVX2: the int8 and onnxruntime paths ran at 0.94-1.02x fp32 (issue 13's measurement).
 # A kind not measured yet runs bf16 where it has bf16 units, else fp32.
-FASTEST_CPU_PATH = {"amx": "bf16", "avx2": "fp32"}
+FASTEST_CPU_PATH = {"amx": "bf16", "avx512-bf16": "bf16", "avx2": "fp32"}
 
 
 def cpu_kind() -> str:
@@ -113,6 +113,7 @@ class SpeedSettings:
     pad_to_multiple_of: int = 1
     tokenization_cache: bool = True
     cpu_dropout: bool = False
+    lora_inputs_in_bf16: bool = False
     processes: int = 1
     allocator: str = "glibc"  # the process's memory allocator (allocator_in_use)
     train_examples_per_second: float | None = None
