@@ -6,6 +6,7 @@
 # make bench-frozen reused frozen layers on all-mpnet-base-v2 -> bench/FROZEN.md
 # make bench-paths  every inference path on this kind of CPU -> bench/PATHS.md (MPNET_RUN=run adds MPNet)
 # make bench-dropout    lorafit's CPU dropout against torch's, on MPNet training steps -> bench/DROPOUT.md
+# make bench-casts      LoRA inputs left in bf16 against PEFT's fp32 copy, on MPNet training steps -> bench/CASTS.md
 # make bench-compile    torch.compile against eager, inference and training -> bench/COMPILE.md
 # make bench-allocator  glibc's memory allocator against jemalloc, tcmalloc, mimalloc -> bench/ALLOCATOR.md
 # make bench-padding    training batches padded to a multiple of 1, 8, 16 tokens -> bench/PADDING.md
@@ -24,7 +25,7 @@ TORCH_VERSION ?= 2.13.0
 # wheel is the multi-GB CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
 TORCH_INDEX ?=
 
-.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-dropout bench-compile bench-allocator bench-padding bench-avx2 bench-tracking accuracy accuracy-search reliability clean
+.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-dropout bench-casts bench-compile bench-allocator bench-padding bench-avx2 bench-tracking accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -65,6 +66,9 @@ bench-paths: install
 
 bench-dropout: install
 	$(PY) bench/dropout.py
+
+bench-casts: install
+	$(PY) bench/casts.py
 
 bench-compile: install
 	$(PY) bench/compile.py

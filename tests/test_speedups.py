@@ -5,7 +5,14 @@ import torch
 
 from lorafit.config import LoraSettings, ModelConfig
 from lorafit.model import build_lora_model
-from lorafit.speedups import CpuDropout, attention, cast_frozen_linears, cpu_dropout, install_cpu_dropout
+from lorafit.speedups import (
+    CpuDropout,
+    attention,
+    cast_frozen_linears,
+    cpu_dropout,
+    install_cpu_dropout,
+    keep_lora_inputs_in_bf16,
+)
 
 
 @pytest.mark.parametrize("p", [0.01, 0.1, 0.3])
@@ -103,3 +110,36 @@ def test_frozen_linears_in_bf16_give_the_autocast_result(tiny_roberta):
     assert trainable and all(p.dtype == torch.float32 for p in trainable)
     frozen_linear = model.base_model.model.roberta.encoder.layer[0].attention.self.key
     assert frozen_linear.weight.dtype == torch.bfloat16
+
+
+def test_lora_inputs_kept_in_bf16_give_the_same_logits_and_gradients_without_the_fp32_copy(tiny_roberta):
+    torch.manual_seed(0)
+    targets = ["query", "value", "attention_output", "ffn_out"]  # the last two take bf16 inputs under autocast
+    model = build_lora_model(ModelConfig(name=str(tiny_roberta)), LoraSettings(targets=targets, r=4), ["a", "b"])
+    model.eval()  # no dropout: both ways must compute the same numbers
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero; the adapters' path must count
+            torch.nn.init.normal_(parameter, std=0.05)
+    inputs = {"input_ids": torch.tensor([[0, 713, 16, 10, 1296, 2]]), "labels": torch.tensor([1])}
+    dropout_inputs = []
+    for name, module in model.named_modules():
+        if name.endswith("lora_dropout.default"):
+            module.register_forward_pre_hook(lambda _, args: dropout_inputs.append(args[0].dtype))
+
+    def step():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(**inputs)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+        return out.logits.float(), grads
+
+    logits, grads = step()
+    assert set(dropout_inputs) == {torch.float32}  # PEFT's copy
+    dropout_inputs.clear()
+    assert keep_lora_inputs_in_bf16(model) > 0
+    kept_logits, kept_grads = step()
+    assert torch.bfloat16 in dropout_inputs
+    assert torch.equal(logits, kept_logits)
+    assert grads.keys() == kept_grads.keys() and any("lora_A" in n for n in grads)
+    assert all(torch.equal(grads[n], kept_grads[n]) for n in grads)

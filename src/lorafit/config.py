@@ -257,6 +257,11 @@ class TrainingConfig(Section):
         description="on a CPU, make dropout masks from cheaper random numbers (same dropout, other draws): "
         "bench/DROPOUT.md",
     )
+    lora_inputs_in_bf16: bool = Field(
+        True,
+        description="under bf16 autocast, LoRA takes its layer's bf16 input as it is, not PEFT's fp32 copy that "
+        "autocast casts back to bf16 for the matmul: one copy less per LoRA module (bench/CASTS.md)",
+    )
     report_to: list[Literal["none", "tensorboard", "mlflow", "wandb"]] = Field(
         ["none"],
         description="experiment trackers (several allowed; pip install 'lorafit[tracking]'): tensorboard writes "

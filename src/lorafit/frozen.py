@@ -246,19 +246,22 @@ class _UpperLayers(nn.ModuleList):
 @contextmanager
 def skip_frozen_layers(model: nn.Module, layer: int):
     """While active, the model takes the stored states entering `layer` as `inputs_embeds`: the
-    embeddings' output is replaced by them and the layers below `layer` are not run."""
+    embeddings module passes them on as they are (its positions, norm and dropout are not run:
+    the states already went through them) and the layers below `layer` are not run."""
     layers = encoder_layers(model)
     parent_name = next(name for name, module in model.named_modules() if module is layers).rsplit(".", 1)
     parent = model.get_submodule(parent_name[0])
     upper = _UpperLayers(layers, layer)
     setattr(parent, parent_name[1], upper)
-
-    def use_states(module, args, kwargs, output):
-        return kwargs["inputs_embeds"].to(output.dtype)
-
-    handle = _embeddings(model).register_forward_hook(use_states, with_kwargs=True)
+    embeddings = _embeddings(model)
+    embeddings.forward = _pass_states_on  # an instance attribute: the class's forward is back once deleted
     try:
         yield model
     finally:
-        handle.remove()
+        del embeddings.forward
         setattr(parent, parent_name[1], layers)
+
+
+def _pass_states_on(*args, inputs_embeds=None, **kwargs) -> torch.Tensor:
+    # float32, what the embeddings' layer norm returns under autocast too
+    return inputs_embeds.float()

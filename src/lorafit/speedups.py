@@ -89,6 +89,21 @@ def cast_frozen_linears(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -
     return cast
 
 
+def keep_lora_inputs_in_bf16(model: nn.Module) -> int:
+    """Under bf16 autocast, let LoRA take its layer's input as it comes. PEFT copies a bf16 input to
+    the adapter's fp32 before the LoRA dropout and lora_A, whose matmul autocast then casts back to
+    bf16: the same numbers in that matmul, one activation-sized copy (and its backward) less per
+    LoRA module. Returns how many LoRA modules were set."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    kept = 0
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False  # what peft.helpers.disable_input_dtype_casting sets
+            kept += 1
+    return kept
+
+
 def install_cpu_dropout(model: nn.Module) -> int:
     """Swap every nn.Dropout in the model (a transformers or PEFT model) for CpuDropout, and
     SDPA attention for `attention`. Returns how many dropout modules were swapped."""

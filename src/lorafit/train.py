@@ -37,7 +37,7 @@ from .metrics import classification_metrics, logits_and_labels, trainer_scores
 from .model import build_lora_model, load_tokenizer, model_identity, portable_model_name, resolve_model_path
 from .plots import plot_confusion_matrix, plot_history
 from .resume import BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
-from .speedups import cast_frozen_linears, install_cpu_dropout
+from .speedups import cast_frozen_linears, install_cpu_dropout, keep_lora_inputs_in_bf16
 from .tracking import chosen_trackers, trackers
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_macro_f1", "learning_rate"]
@@ -60,12 +60,13 @@ def run_directory(recipe: Recipe, output_dir: str | None = None) -> Path:
 def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSettings:
     """What makes this run fast, decided once and recorded in run.json."""
     device = training_device()
+    precision = training_precision(recipe.training.precision, device)
     reuse = recipe.training.reuse_frozen_layers and budget_plan is not None
     if reuse and recipe.model.quantization:
         raise LorafitError("training.reuse_frozen_layers does not combine with model.quantization")
     return SpeedSettings(
         device=device,
-        precision=training_precision(recipe.training.precision, device),
+        precision=precision,
         threads=configure_threads(recipe.training.threads),
         frozen_layers_reused=budget_plan.frozen_below if reuse else 0,
         dynamic_padding=not recipe.data.pad_to_max_length,
@@ -73,6 +74,7 @@ def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSett
         pad_to_multiple_of=recipe.training.pad_to_multiple_of,
         tokenization_cache=recipe.data.cache_tokenized,
         cpu_dropout=recipe.training.cpu_dropout and device == "cpu",
+        lora_inputs_in_bf16=recipe.training.lora_inputs_in_bf16 and precision == "bf16",
         allocator=allocator_in_use(),
     )
 
@@ -159,11 +161,14 @@ def weighted_loss(weights: torch.Tensor):
 
 
 def apply_speedups(model, speed: SpeedSettings):
-    """The model-level speed settings: cheap CPU dropout, frozen linear weights stored in bf16."""
+    """The model-level speed settings: cheap CPU dropout, frozen linear weights stored in bf16,
+    LoRA inputs left in bf16."""
     if speed.cpu_dropout:
         install_cpu_dropout(model)
     if speed.bf16 and speed.device == "cpu":
         cast_frozen_linears(model)
+    if speed.lora_inputs_in_bf16:
+        keep_lora_inputs_in_bf16(model)
     return model
 
 
