@@ -201,3 +201,17 @@ def test_best_recipes_fill_the_budget_with_the_largest_uniform_rank(name, robert
     recipe = load_recipe(RECIPES / f"{name}.yaml", [f"model.name={model}"])
     assert plan(recipe).trainable <= 1_000_000
     assert recipe.lora.r == fill_budget(recipe)[0].r
+
+
+@pytest.mark.parametrize(
+    ("sampled_r", "fill", "expected"), [(2, False, 2), (40, False, "largest"), (2, True, "largest")]
+)
+def test_a_search_trial_keeps_a_rank_that_fits_and_fits_one_that_does_not(roberta_dir, sampled_r, fill, expected):
+    from lorafit.search import trial_recipe
+
+    recipe = recipe_a(roberta_dir, f"search.fill_budget={str(fill).lower()}")
+    largest = fill_budget(recipe)[0].r
+    chosen = trial_recipe(recipe, {"lora.r": sampled_r}, ["a", "b", "c", "d"])
+    assert chosen.lora.r == (largest if expected == "largest" else expected)
+    assert plan(chosen, ["a", "b", "c", "d"]).trainable <= recipe.budget.max_trainable
+    assert largest not in (2, 40)  # the three cases differ

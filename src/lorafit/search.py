@@ -39,8 +39,9 @@ def trial_recipe(recipe: Recipe, values: dict, label_names: list[str]) -> Recipe
     for key, value in values.items():
         set_dotted(raw, key, value, where=f"search.space['{key}']")
     candidate = recipe_from_dict(raw, source=f"search space of recipe '{recipe.name}'")
-    largest = fill_budget(candidate, label_names=label_names)[0].r  # raises when even rank 1 does not fit
-    if recipe.search.fill_budget or candidate.lora.r > largest:
+    # one count when the sampled rank fits; the search for the largest rank counts six models
+    if recipe.search.fill_budget or not plan(candidate, label_names).fits:
+        largest = fill_budget(candidate, label_names=label_names)[0].r  # raises when even rank 1 does not fit
         candidate = with_ranks(candidate, largest, {})
     return candidate
 
