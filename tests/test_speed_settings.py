@@ -60,6 +60,7 @@ def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path
     speed = speed_settings(recipe)
     assert speed.group_by_length and speed.dynamic_padding and speed.tokenization_cache
     assert speed.bf16 == bf16_supported()
+    assert speed.lora_inputs_in_bf16 == speed.bf16  # only under bf16 autocast is there a copy to spare
     args = training_arguments(recipe, tmp_path, speed)
     assert args.train_sampling_strategy == "group_by_length"
     assert args.bf16 == bf16_supported()
@@ -68,7 +69,9 @@ def test_training_defaults_group_by_length_and_use_bf16_where_supported(tmp_path
         ["training.group_by_length=false", "training.precision=fp32", "data.pad_to_max_length=true"],
     )
     slow = speed_settings(reports)
-    assert not (slow.group_by_length or slow.bf16 or slow.dynamic_padding)
+    assert not (slow.group_by_length or slow.bf16 or slow.dynamic_padding or slow.lora_inputs_in_bf16)
+    peft_way = load_recipe(RECIPES / "quickstart.yaml", ["training.lora_inputs_in_bf16=false"])
+    assert not speed_settings(peft_way).lora_inputs_in_bf16
     assert training_arguments(reports, tmp_path, slow).train_sampling_strategy == "random"
     assert not args.torch_compile  # off unless asked: bench/COMPILE.md
     compiled = load_recipe(RECIPES / "quickstart.yaml", ["training.torch_compile=true"])
