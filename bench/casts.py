@@ -13,19 +13,15 @@ there is nothing to copy. Writes bench/CASTS.md and bench/casts.json (one table 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
-import torch
-from dropout import BATCH_SIZE, FIRST_TRAINED, LORA, batches, step_seconds, stored_state_batches
+from dropout import BATCH_SIZE, median_steps, model_and_steps
 from frozen import WORK, fresh_cache
 
-from lorafit.config import load_recipe
-from lorafit.device import ISA_CAP_NOTE, SpeedSettings, bf16_supported, cpu_label
+from lorafit.device import ISA_CAP_NOTE, bf16_supported, cpu_label
 
 ROOT = Path(__file__).resolve().parents[1]
 WAYS = {"peft": True, "lorafit": False}  # the way -> PEFT's cast_input_dtype_enabled
@@ -34,33 +30,17 @@ WAYS = {"peft": True, "lorafit": False}  # the way -> PEFT's cast_input_dtype_en
 def measure(steps: int) -> dict:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from lorafit.frozen import skip_frozen_layers
-    from lorafit.model import build_lora_model, load_tokenizer
-    from lorafit.train import apply_speedups
-
-    recipe = load_recipe(ROOT / "recipes" / "mpnet-best.yaml", LORA)
-    torch.manual_seed(0)
-    model = build_lora_model(recipe.model, recipe.lora, list(recipe.data.labels))
-    apply_speedups(model, SpeedSettings(device="cpu", precision="bf16", threads=0, cpu_dropout=True))
+    model, kinds = model_and_steps("bf16")
     lora_modules = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    token_batches = batches(load_tokenizer(recipe.model), recipe.data.max_length)
-    kinds = {
-        "whole model": token_batches,
-        "layers 8-11 on stored states": stored_state_batches(model, recipe, token_batches, bf16=True),
-    }
-    model.train()
-    seconds = {(kind, way): [] for kind in kinds for way in WAYS}
-    for step in range(steps + 1):  # the first round warms oneDNN's kernels up and is not counted
-        for kind, kind_batches in kinds.items():
-            skip = skip_frozen_layers(model, FIRST_TRAINED) if kind != "whole model" else contextlib.nullcontext()
-            with skip:
-                for way, cast in WAYS.items():
-                    for module in lora_modules:
-                        module.cast_input_dtype_enabled = cast
-                    taken = step_seconds(model, kind_batches[step % len(kind_batches)], bf16=True)
-                    if step:
-                        seconds[kind, way].append(taken)
-    return {kind: {way: statistics.median(seconds[kind, way]) for way in WAYS} for kind in kinds}
+
+    def casting(cast: bool):
+        def put_in_place():
+            for module in lora_modules:
+                module.cast_input_dtype_enabled = cast
+
+        return put_in_place
+
+    return median_steps(model, kinds, {way: casting(cast) for way, cast in WAYS.items()}, steps, bf16=True)
 
 
 def report(results: dict) -> str:

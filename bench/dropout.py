@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import json
 import os
 import statistics
@@ -105,35 +106,50 @@ def step_seconds(model, batch: dict, bf16: bool) -> float:
     return time.perf_counter() - start
 
 
-def measure(precision: str, steps: int) -> dict:
-    from lorafit.frozen import skip_frozen_layers
+def model_and_steps(precision: str) -> tuple[nn.Module, dict]:
+    """The MPNet model (lorafit's speed-ups for `precision`, nothing else) and its two kinds of step:
+    kind -> batches."""
     from lorafit.model import build_lora_model, load_tokenizer
     from lorafit.train import apply_speedups
 
     recipe = load_recipe(ROOT / "recipes" / "mpnet-best.yaml", LORA)
-    tokenizer = load_tokenizer(recipe.model)
     torch.manual_seed(0)
     model = build_lora_model(recipe.model, recipe.lora, list(recipe.data.labels))
     apply_speedups(model, SpeedSettings(device="cpu", precision=precision, threads=0, cpu_dropout=True))
-    bf16 = precision == "bf16"
-    token_batches = batches(tokenizer, recipe.data.max_length)
-    kinds = {
+    token_batches = batches(load_tokenizer(recipe.model), recipe.data.max_length)
+    return model, {
         "whole model": token_batches,
-        "layers 8-11 on stored states": stored_state_batches(model, recipe, token_batches, bf16),
+        "layers 8-11 on stored states": stored_state_batches(model, recipe, token_batches, precision == "bf16"),
     }
+
+
+def median_steps(model: nn.Module, kinds: dict, ways: dict, steps: int, bf16: bool) -> dict:
+    """Every way (name -> a function that puts it in place) on every kind of step, in turns step by
+    step, so the host's drift falls on all alike: kind -> way -> median step seconds."""
+    from lorafit.frozen import skip_frozen_layers
+
     model.train()
-    seconds = {(kind, name): [] for kind in kinds for name in DROPOUTS}
+    seconds = {(kind, way): [] for kind in kinds for way in ways}
     for step in range(steps + 1):  # the first round warms oneDNN's kernels up and is not counted
         for kind, kind_batches in kinds.items():
             skip = skip_frozen_layers(model, FIRST_TRAINED) if kind != "whole model" else contextlib.nullcontext()
             with skip:
-                for name, dropout in DROPOUTS.items():
-                    speedups.cpu_dropout = dropout  # what CpuDropout and lorafit's attention call
+                for way, put_in_place in ways.items():
+                    put_in_place()
                     taken = step_seconds(model, kind_batches[step % len(kind_batches)], bf16)
                     if step:
-                        seconds[kind, name].append(taken)
-    speedups.cpu_dropout = DROPOUTS["lorafit"]
-    return {kind: {name: statistics.median(seconds[kind, name]) for name in DROPOUTS} for kind in kinds}
+                        seconds[kind, way].append(taken)
+    return {kind: {way: statistics.median(seconds[kind, way]) for way in ways} for kind in kinds}
+
+
+def measure(precision: str, steps: int) -> dict:
+    model, kinds = model_and_steps(precision)
+    # what CpuDropout and lorafit's attention call
+    ways = {name: functools.partial(setattr, speedups, "cpu_dropout", dropout) for name, dropout in DROPOUTS.items()}
+    try:
+        return median_steps(model, kinds, ways, steps, bf16=precision == "bf16")
+    finally:
+        speedups.cpu_dropout = DROPOUTS["lorafit"]
 
 
 def report(results: dict) -> str:
