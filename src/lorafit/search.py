@@ -33,17 +33,19 @@ class SearchResult:
     trials: list[dict]
 
 
-def trial_recipe(recipe: Recipe, values: dict, label_names: list[str]) -> Recipe:
-    """The recipe with the sampled values, its rank fitted to the budget (see the module doc)."""
+def trial_recipe(recipe: Recipe, values: dict, label_names: list[str]) -> tuple[Recipe, int]:
+    """The recipe with the sampled values, its rank fitted to the budget (see the module doc), and
+    its trainable parameters."""
     raw = recipe.to_dict()
     for key, value in values.items():
         set_dotted(raw, key, value, where=f"search.space['{key}']")
     candidate = recipe_from_dict(raw, source=f"search space of recipe '{recipe.name}'")
     # one count when the sampled rank fits; the search for the largest rank counts six models
-    if recipe.search.fill_budget or not plan(candidate, label_names).fits:
-        largest = fill_budget(candidate, label_names=label_names)[0].r  # raises when even rank 1 does not fit
-        candidate = with_ranks(candidate, largest, {})
-    return candidate
+    counted = None if recipe.search.fill_budget else plan(candidate, label_names)
+    if counted is None or not counted.fits:
+        largest = fill_budget(candidate, label_names=label_names)[0]  # raises when even rank 1 does not fit
+        return with_ranks(candidate, largest.r, {}), largest.trainable
+    return candidate, counted.trainable
 
 
 def suggest(trial, space: dict) -> dict:
@@ -101,12 +103,12 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
 
     def objective(trial) -> float:
         values = suggest(trial, recipe.search.space)
-        chosen = trial_recipe(recipe, values, label_names)
+        chosen, trainable = trial_recipe(recipe, values, label_names)
         row = {
             "trial": trial.number,
             **{k: _plain(v) for k, v in values.items()},
             "lora.r": chosen.lora.r,
-            "trainable": plan(chosen, label_names).trainable,
+            "trainable": trainable,
         }
         rows.append(row)
         trial.set_user_attr("recipe", chosen.to_dict())
