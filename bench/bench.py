@@ -4,7 +4,7 @@ The reports' pipeline: HF Trainer + PEFT, every example padded to 256 tokens, ra
 fp32, and prediction with the unmerged adapter. lorafit's: per-batch padding, length-grouped
 batches, bf16 autocast where the CPU has bf16 units, cheap CPU dropout, merged weights for inference.
 Each measurement runs in its own subprocess so that peak memory (max RSS) is its own.
-Writes bench/RESULTS.md and bench/results.json.
+Writes bench/RESULTS.md and bench/results.json, one section per kind of CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from paths import tables_by_cpu_kind
+
+from lorafit.device import cpu_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
@@ -375,30 +379,18 @@ def main() -> None:
     options = parser.parse_args()
     steps = 2 if options.quick else 8
     partial = options.serve_only or options.int8_only or options.training_only or options.inference_only
+    out, by_kind = tables_by_cpu_kind("results.json")
     if options.report_only or partial:
-        results = json.loads((ROOT / "bench" / "results.json").read_text())
-        if options.training_only or options.inference_only:  # one measurement of the peaks for both tables
-            make_random_roberta()
-            results.update(machine=machine(), peak_gflops=peaks())
-        if options.training_only:
-            results["training"] = with_peak(training_throughput(steps), results["peak_gflops"])
-        if options.serve_only:
-            if not (WORK / "quality-lorafit-1" / "COMPLETE").is_file():  # the MiniLM run of a full bench
-                train_run("lorafit", 1, WORK / "quality-lorafit-1")
-            results["serve"] = serve_load(str(WORK / "quality-lorafit-1"), 20)
-        if options.int8_only:
-            results["int8"] = child("_int8", str(WORK / "quality-lorafit-1"))
-        if options.inference_only:
-            results["inference"] = with_peak(inference_throughput(), results["peak_gflops"])
         if partial:
-            (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        (ROOT / "bench" / "RESULTS.md").write_text(report(results, options.quick))
+            by_kind[cpu_kind()] = rerun_parts(options, by_kind, steps)
+            out.write_text(json.dumps(by_kind, indent=2) + "\n")
+        (ROOT / "bench" / "RESULTS.md").write_text(report(by_kind))
         return
     if not AGNEWS.is_file() or not ROBERTA.is_dir():
         raise SystemExit(f"bench needs {AGNEWS} and {ROBERTA}")
     WORK.mkdir(parents=True, exist_ok=True)
     make_random_roberta()
-    results: dict = {"machine": machine(), "peak_gflops": peaks()}
+    results: dict = {"machine": machine(), "peak_gflops": peaks(), "quick": options.quick}
     results["training"] = with_peak(training_throughput(steps), results["peak_gflops"])
     results["memory_by_rows"] = {
         rows: child("_train", "minilm", "lorafit", rows, str(steps), "16") for rows in ("2000", "10646")
@@ -411,9 +403,31 @@ def main() -> None:
     results["agreement"] = agreement()
     results["int8"] = child("_int8", str(WORK / "quality-lorafit-1"))
     results["serve"] = serve_load(str(WORK / "quality-lorafit-1"), 4 if options.quick else 20)
-    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (ROOT / "bench" / "RESULTS.md").write_text(report(results, options.quick))
+    by_kind[cpu_kind()] = results
+    out.write_text(json.dumps(by_kind, indent=2) + "\n")
+    (ROOT / "bench" / "RESULTS.md").write_text(report(by_kind))
     print((ROOT / "bench" / "RESULTS.md").read_text())
+
+
+def rerun_parts(options, by_kind: dict, steps: int) -> dict:
+    """This CPU kind's results with the parts asked for measured again; the rest stays as the last full run left it."""
+    if cpu_kind() not in by_kind:
+        raise SystemExit(f"bench/results.json has no full run on this kind of CPU ({cpu_kind()}): run `make bench`")
+    results = by_kind[cpu_kind()]
+    if options.training_only or options.inference_only:  # one measurement of the peaks for both tables
+        make_random_roberta()
+        results.update(machine=machine(), peak_gflops=peaks())
+    if options.training_only:
+        results["training"] = with_peak(training_throughput(steps), results["peak_gflops"])
+    if options.serve_only:
+        if not (WORK / "quality-lorafit-1" / "COMPLETE").is_file():  # the MiniLM run of a full bench
+            train_run("lorafit", 1, WORK / "quality-lorafit-1")
+        results["serve"] = serve_load(str(WORK / "quality-lorafit-1"), 20)
+    if options.int8_only:
+        results["int8"] = child("_int8", str(WORK / "quality-lorafit-1"))
+    if options.inference_only:
+        results["inference"] = with_peak(inference_throughput(), results["peak_gflops"])
+    return results
 
 
 def peaks() -> dict:
@@ -479,11 +493,12 @@ def machine() -> dict:
     import torch
     import transformers
 
-    from lorafit.device import bf16_supported, cpu_info
+    from lorafit.device import bf16_supported, cpu_info, cpu_label
 
     cpu = cpu_info()
     return {
         "cpu": cpu["model"],
+        "label": cpu_label(cpu),  # model, cores, speed flags, and an ISA cap if one was set
         "flags": cpu["flags"],
         "threads": torch.get_num_threads(),
         "bf16_units": bf16_supported(),
@@ -494,18 +509,14 @@ def machine() -> dict:
     }
 
 
-def report(r: dict, quick: bool) -> str:
-    m, peak = r["machine"], r["peak_gflops"]
+def report(by_kind: dict) -> str:
     lines = [
         "# Benchmark results",
         "",
-        "Produced by `make bench` (`python bench/bench.py`)" + (" with `--quick`" if quick else "") + ".",
-        f"Machine: {m['cpu']}, {m['threads']} threads, flags {'/'.join(m.get('flags', [])) or 'unrecorded'}, "
-        f"bf16 units: {m['bf16_units']}. "
-        f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}.",
-        f"Matmul peak (2048², one process) in the newest run: fp32 {peak['float32']:.0f} GFLOP/s, "
-        f"bf16 {peak['bfloat16']:.0f} GFLOP/s. `--training-only` and `--inference-only` rerun one table, so each "
-        "table's share of the peak divides by the peaks measured in that table's own run, named under it.",
+        "Produced by `make bench` (`python bench/bench.py`) on each kind of CPU (`lorafit.device.cpu_kind`); a run "
+        "on one kind replaces only that kind's section. `--training-only` and `--inference-only` rerun one table "
+        "of this kind's section, so each table's share of the peak divides by the peaks measured in that table's "
+        "own run, named under it.",
         "",
         "**reports** = HF Trainer + PEFT, padded to 256 tokens, random batches, fp32, unmerged adapter. "
         "**lorafit** = the defaults: per-batch padding, length-grouped batches, bf16 autocast where the "
@@ -515,7 +526,27 @@ def report(r: dict, quick: bool) -> str:
         "a CPU without bf16 units. Same data (AG News slice), LoRA r=8 on "
         "query/key/value, truncation at 256 tokens.",
         "",
-        "## Training throughput",
+        "Sections: " + ", ".join(f"[{kind}](#{kind.replace('-', '')})" for kind in sorted(by_kind)) + ".",
+        "",
+    ]
+    for kind, results in sorted(by_kind.items()):
+        lines += kind_section(kind, results)
+    return "\n".join(lines)
+
+
+def kind_section(kind: str, r: dict) -> list[str]:
+    m, peak = r["machine"], r["peak_gflops"]
+    named = m.get("label") or f"{m['cpu']}, flags {'/'.join(m['flags'])}"  # runs before the label was recorded
+    lines = [
+        f"## {kind}",
+        "",
+        f"Machine: {named}, {m['threads']} threads, bf16 units: {m['bf16_units']}. "
+        f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}."
+        + (" A `--quick` run: fewer steps, rows and seeds." if r.get("quick") else ""),
+        f"Matmul peak (2048², one process) in the newest run: fp32 {peak['float32']:.0f} GFLOP/s, "
+        f"bf16 {peak['bfloat16']:.0f} GFLOP/s.",
+        "",
+        "### Training throughput",
         "",
         "| model | pipeline | examples/s | speed-up | mean padded length | achieved GFLOP/s | % of peak "
         "| peak RSS MB |",
@@ -536,7 +567,7 @@ def report(r: dict, quick: bool) -> str:
         "matmul peak of the precision used. " + peaks_of(r["training"]),
         "",
         *profiles(r["training"]),
-        "## Peak training memory against training rows (MiniLM, lorafit)",
+        "### Peak training memory against training rows (MiniLM, lorafit)",
         "",
         "| training rows | peak RSS MB |",
         "| ---: | ---: |",
@@ -544,7 +575,7 @@ def report(r: dict, quick: bool) -> str:
     lines += [f"| {row['train_rows']} | {row['peak_rss_mb']:.0f} |" for row in r["memory_by_rows"].values()]
     lines += [
         "",
-        "## Inference throughput",
+        "### Inference throughput",
         "",
         "| model | pipeline | examples/s | speed-up | achieved GFLOP/s | % of peak |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -569,7 +600,7 @@ def report(r: dict, quick: bool) -> str:
     q = r["quality"]
     lines += [
         "",
-        "## Quality holds",
+        "### Quality holds",
         "",
         "MiniLM trained for one epoch each way (`lorafit train recipes/quickstart.yaml`, 3,000 training rows, "
         "1,000 validation rows, seeds 1-3). Padding to 256 changes no number, only time, so here both "
@@ -592,7 +623,7 @@ def report(r: dict, quick: bool) -> str:
         f"{100 * r['agreement']:.2f}% of a 2,000-row slice.",
         "",
     ]
-    return "\n".join(lines + int8(r) + serving(r) + goals(r))
+    return lines + int8(r) + serving(r) + goals(r)
 
 
 def peaks_of(table: dict) -> str:
@@ -611,7 +642,7 @@ def int8(r: dict) -> list[str]:
     q = r["int8"]
     default = "bf16" if q["auto"]["bf16"] else "fp32"
     lines = [
-        "## CPU int8 inference",
+        "### CPU int8 inference",
         "",
         f"`lorafit evaluate RUN --precision int8` against the default ({default} here) and `--precision fp32`, "
         f"on the MiniLM run above, over its {q['int8']['n']:,} validation rows (best of 3 passes). "
@@ -645,7 +676,7 @@ def serving(r: dict) -> list[str]:
         return []
     s = r["serve"]
     lines = [
-        "## Serving under load",
+        "### Serving under load",
         "",
         f"`python bench/serve_load.py RUN --clients {s['clients']} --seconds {s['seconds']:.0f}` on the MiniLM run "
         "above, loopback only: each client sends one AG News text per request, the next as soon as the "
@@ -678,7 +709,7 @@ def serving(r: dict) -> list[str]:
 def profiles(training: dict) -> list[str]:
     """Where one training step's time goes, per model, lorafit's pipeline against the reports'."""
     lines = [
-        "## Where the time goes: one training step",
+        "### Where the time goes: one training step",
         "",
         "Operators by self CPU time (torch.profiler), one step after the timed ones, batch 16.",
         "",
@@ -736,7 +767,7 @@ def goals(r: dict) -> list[str]:
     rows += [(f"inference throughput ≥ 15×, {m}", ratio("inference", m), 15) for m in INFERENCE_ROWS]
     small, large = (row["peak_rss_mb"] for row in r["memory_by_rows"].values())
     gap = 100 * abs(mean_accuracy(r["quality"]["lorafit"]) - mean_accuracy(r["quality"]["reports"]))
-    lines = ["## Goals", "", "| goal | measured | met |", "| --- | ---: | --- |"]
+    lines = ["### Goals", "", "| goal | measured | met |", "| --- | ---: | --- |"]
     lines += [
         f"| {name} | {value:.1f}× | {'yes' if value >= target else f'no, {100 * (1 - value / target):.0f}% short'} |"
         for name, value, target in rows
