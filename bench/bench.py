@@ -526,7 +526,7 @@ def report(by_kind: dict) -> str:
         "a CPU without bf16 units. Same data (AG News slice), LoRA r=8 on "
         "query/key/value, truncation at 256 tokens.",
         "",
-        "Sections: " + ", ".join(f"[{kind}](#{kind.replace('-', '')})" for kind in sorted(by_kind)) + ".",
+        "Sections: " + ", ".join(f"[{kind}](#{kind})" for kind in sorted(by_kind)) + ".",
         "",
     ]
     for kind, results in sorted(by_kind.items()):
