@@ -21,7 +21,7 @@ from pathlib import Path
 
 from paths import tables_by_cpu_kind
 
-from lorafit.device import cpu_kind
+from lorafit.device import bf16_supported, cpu_info, cpu_kind, cpu_label
 
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
@@ -181,7 +181,6 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
     import torch
 
     from lorafit.config import load_recipe
-    from lorafit.device import bf16_supported
     from lorafit.inference import LoadedRun, for_inference, load_run, predict_proba
     from lorafit.model import build_lora_model, load_tokenizer
 
@@ -382,7 +381,11 @@ def main() -> None:
     out, by_kind = tables_by_cpu_kind("results.json")
     if options.report_only or partial:
         if partial:
-            by_kind[cpu_kind()] = rerun_parts(options, by_kind, steps)
+            if cpu_kind() not in by_kind:
+                raise SystemExit(
+                    f"bench/results.json has no full run on this kind of CPU ({cpu_kind()}): run `make bench`"
+                )
+            rerun_parts(options, by_kind[cpu_kind()], steps)
             out.write_text(json.dumps(by_kind, indent=2) + "\n")
         (ROOT / "bench" / "RESULTS.md").write_text(report(by_kind))
         return
@@ -409,11 +412,8 @@ def main() -> None:
     print((ROOT / "bench" / "RESULTS.md").read_text())
 
 
-def rerun_parts(options, by_kind: dict, steps: int) -> dict:
-    """This CPU kind's results with the parts asked for measured again; the rest stays as the last full run left it."""
-    if cpu_kind() not in by_kind:
-        raise SystemExit(f"bench/results.json has no full run on this kind of CPU ({cpu_kind()}): run `make bench`")
-    results = by_kind[cpu_kind()]
+def rerun_parts(options, results: dict, steps: int) -> None:
+    """Measures again the parts asked for, in place; the rest stays as the last full run on this CPU kind left it."""
     if options.training_only or options.inference_only:  # one measurement of the peaks for both tables
         make_random_roberta()
         results.update(machine=machine(), peak_gflops=peaks())
@@ -427,7 +427,6 @@ def rerun_parts(options, by_kind: dict, steps: int) -> dict:
         results["int8"] = child("_int8", str(WORK / "quality-lorafit-1"))
     if options.inference_only:
         results["inference"] = with_peak(inference_throughput(), results["peak_gflops"])
-    return results
 
 
 def peaks() -> dict:
@@ -493,8 +492,6 @@ def machine() -> dict:
     import torch
     import transformers
 
-    from lorafit.device import bf16_supported, cpu_info, cpu_label
-
     cpu = cpu_info()
     return {
         "cpu": cpu["model"],
@@ -536,11 +533,10 @@ def report(by_kind: dict) -> str:
 
 def kind_section(kind: str, r: dict) -> list[str]:
     m, peak = r["machine"], r["peak_gflops"]
-    named = m.get("label") or f"{m['cpu']}, flags {'/'.join(m['flags'])}"  # runs before the label was recorded
     lines = [
         f"## {kind}",
         "",
-        f"Machine: {named}, {m['threads']} threads, bf16 units: {m['bf16_units']}. "
+        f"Machine: {m['label']}, {m['threads']} threads, bf16 units: {m['bf16_units']}. "
         f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}."
         + (" A `--quick` run: fewer steps, rows and seeds." if r.get("quick") else ""),
         f"Matmul peak (2048², one process) in the newest run: fp32 {peak['float32']:.0f} GFLOP/s, "
