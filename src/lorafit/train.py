@@ -336,7 +336,7 @@ def train(
         trained = trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
         speed.train_examples_per_second = trained.metrics.get("train_samples_per_second")
         speed.epoch_train_examples_per_second = [round(len(trainer.train_dataset) / s, 2) for s in run.clock.seconds]
-        speed.step_seconds_by_tenth = [round(seconds, 1) for seconds in run.clock.tenths]
+        speed.step_seconds_by_tenth = [round(seconds, 3) for seconds in run.clock.tenths]
         trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the best epoch's weights
         # AdaLoRA prunes ranks as it trains: earlier weights no longer fit, so it keeps the last epoch
         adalora = recipe.lora.variant == "adalora"
