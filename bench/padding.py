@@ -15,7 +15,12 @@ backward pass through two base-size layers' linear modules with frozen bf16 weig
 model, no data), batches of 32 rows at widths drawn from one set per process: one width, every width
 from 8 to 128, or multiples of 8 or 16; tokens per second and the process's peak memory.
 
-    python bench/padding.py [--multiples 1 8 16] [--shapes] [--report-only]
+A third (`--evaluation`, minutes) times the validation pass: `trainer.evaluate()` of
+recipes/mpnet-best.yaml on 96, 600 and 2,000 validation rows of train.csv, with the stock Trainer's
+evaluation order (length groups shuffled in groups of up to 50 batches) and with lorafit's (longest
+first), in turns in one process; the best of the rounds, and the token slots each order pads to.
+
+    python bench/padding.py [--multiples 1 8 16] [--shapes] [--evaluation] [--report-only]
 
 Writes bench/padding.json and bench/PADDING.md.
 """
@@ -42,6 +47,8 @@ SHAPES = {
     "multiples of 16": list(range(16, 129, 16)),
 }
 HIDDEN, FFN, ROWS, RANK = 768, 3072, 32, 8
+AGNEWS = BENCH.parent.parent / "shared" / "data" / "ag_news" / "train.csv"
+VALIDATION_ROWS = (96, 600, 2000)
 
 
 def lora_linears(count: int = 2) -> list:
@@ -96,6 +103,67 @@ def shapes(rounds: int = 2) -> dict:
     return out
 
 
+def evaluation(rounds: int = 2) -> dict:
+    """Validation rows -> order -> best seconds of `trainer.evaluate()` and padded token slots."""
+    import functools
+    import os
+
+    from transformers import Trainer
+
+    from lorafit.config import load_recipe
+    from lorafit.train import build_trainer
+
+    os.environ["LORAFIT_CACHE"] = str(WORK / "evaluation-cache")
+    out = {}
+    for rows in VALIDATION_ROWS:
+        overrides = [f"data.train={AGNEWS}", f"data.validation_size={rows}", "data.train_limit=64"]
+        recipe = load_recipe(BENCH.parent / "recipes" / "mpnet-best.yaml", overrides)
+        pipeline = build_trainer(recipe, WORK / "evaluation-run", claim=False)
+        trainer, lorafit_order = pipeline.trainer, pipeline.trainer._get_eval_sampler
+        orders = {"stock": functools.partial(Trainer._get_eval_sampler, trainer), "lorafit": lorafit_order}
+        seconds, accuracy = {name: [] for name in orders}, {}
+        with pipeline.layers_used:
+            for _ in range(rounds + 1):  # the first round warms up and is not counted
+                for name, order in orders.items():
+                    trainer._get_eval_sampler = order
+                    start = time.perf_counter()
+                    accuracy[name] = trainer.evaluate()["eval_accuracy"]
+                    seconds[name].append(time.perf_counter() - start)
+        out[str(rows)] = {}
+        for name, order in orders.items():
+            trainer._get_eval_sampler = order
+            out[str(rows)][name] = {"seconds": min(seconds[name][1:]), "slots": padded_slots(trainer)}
+            out[str(rows)][name]["accuracy"] = accuracy[name]
+        print(rows, json.dumps(out[str(rows)]), flush=True)
+    return out
+
+
+def padded_slots(trainer) -> int:
+    return sum(batch["attention_mask"].numel() for batch in trainer.get_eval_dataloader())
+
+
+def evaluation_table(results: dict) -> list[str]:
+    lines = [
+        "## Evaluation order (`python bench/padding.py --evaluation`)",
+        "",
+        "`trainer.evaluate()` of recipes/mpnet-best.yaml (frozen layers 0-2 reused, batches of 64 rows padded to a "
+        "multiple of 16) on validation rows of train.csv, the stock Trainer's order (lengths grouped within "
+        "shuffled groups of up to 50 batches) against lorafit's (longest first), in turns in one process, the "
+        f"best of two passes after a warm-up. CPU: {cpu_label(results['evaluation_cpu'])}.",
+        "",
+        "| validation rows | order | padded token slots | seconds | vs stock | accuracy |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for rows, by_order in results["evaluation"].items():
+        stock = by_order["stock"]["seconds"]
+        lines += [
+            f"| {int(rows):,} | {name} | {r['slots']:,} | {r['seconds']:.1f} | {stock / r['seconds']:.2f}× | "
+            f"{r['accuracy']:.4f} |"
+            for name, r in by_order.items()
+        ]
+    return [*lines, ""]
+
+
 def report(results: dict) -> str:
     lines = ["# Padding training batches to a multiple of N tokens", ""]
     if results.get("window"):
@@ -127,6 +195,8 @@ def report(results: dict) -> str:
             for name, r in results["shapes"].items()
         ]
         lines.append("")
+    if results.get("evaluation"):
+        lines += evaluation_table(results)
     return "\n".join([*lines, *results.get("notes", [])]) + "\n"
 
 
@@ -134,6 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--multiples", nargs="+", type=int, default=[1, 8, 16])
     parser.add_argument("--shapes", action="store_true", help="only the quick measurement of tensor shapes")
+    parser.add_argument("--evaluation", action="store_true", help="only the validation pass in two orders")
     parser.add_argument("--shapes-child", choices=list(SHAPES), help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true", help="rewrite PADDING.md from padding.json")
     args = parser.parse_args()
@@ -143,6 +214,10 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.is_file() else {}
     if args.shapes:
         results.update(shapes_cpu=cpu_info(), shapes=shapes())
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    elif args.evaluation:
+        WORK.mkdir(parents=True, exist_ok=True)
+        results.update(evaluation_cpu=cpu_info(), evaluation=evaluation())
         out.write_text(json.dumps(results, indent=2) + "\n")
     elif not args.report_only:
         WORK.mkdir(parents=True, exist_ok=True)

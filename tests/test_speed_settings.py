@@ -91,6 +91,30 @@ def test_training_batches_pad_to_a_multiple_when_asked(tiny_roberta, agnews_csv,
     assert any(width % 16 for width in widths[1])  # by default a batch is as wide as its longest row
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["tokens", "stored-states"])
+def test_validation_rows_are_evaluated_longest_first(tiny_roberta, agnews_csv, tmp_path, reuse):
+    recipe = load_recipe(
+        RECIPES / "quickstart.yaml",
+        [
+            *(f"model.name={tiny_roberta}", f"data.train={agnews_csv}", "data.limit=300", "data.validation_size=100"),
+            *("training.eval_batch_size=16", "lora.targets=[{modules: [query], layers: [11]}]"),
+            f"training.reuse_frozen_layers={str(reuse).lower()}",
+        ],
+    )
+    trainer = build_trainer(recipe, tmp_path, claim=False).trainer
+    lengths = [len(ids) for ids in trainer.eval_dataset.input_ids] if reuse else None
+    lengths = lengths or [len(ids) for ids in trainer.eval_dataset["input_ids"]]
+    order = list(trainer._get_eval_sampler(trainer.eval_dataset))
+    assert sorted(order) == list(range(100))  # every row once
+    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
+    widths = [batch["attention_mask"].shape[1] for batch in trainer.get_eval_dataloader()]
+    assert widths == [max(lengths[i] for i in order[at : at + 16]) for at in range(0, 100, 16)]
+    # the stock sampler shuffles groups of batches: on 100 rows it pads more
+    stock = list(super(type(trainer), trainer)._get_eval_sampler(trainer.eval_dataset))
+    stock_slots = sum(16 * max(lengths[i] for i in stock[at : at + 16]) for at in range(0, 100, 16))
+    assert sum(16 * width for width in widths) < stock_slots
+
+
 def test_precision_setting():
     assert training_precision("bf16", "cpu") == "bf16" and training_precision("fp32", "cpu") == "fp32"
     assert training_precision("auto", "cpu") == ("bf16" if bf16_supported() else "fp32")

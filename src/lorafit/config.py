@@ -236,7 +236,9 @@ class TrainingConfig(Section):
     seed: int = Field(42, description="seed of model initialisation, dropout and batch order")
     output_dir: str | None = Field(None, description="run directory; default runs/<recipe name>")
     group_by_length: bool = Field(
-        True, description="batch examples of similar length together, so little padding is computed"
+        True,
+        description="batch training examples of similar length together and evaluate validation rows longest "
+        "first, so little padding is computed",
     )
     pad_to_multiple_of: int = Field(
         1,

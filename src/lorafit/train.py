@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from . import rundir
 from .budget import Plan, plan
@@ -240,6 +241,25 @@ class Pipeline:
         return self.trainer.args.process_index == 0
 
 
+class LorafitTrainer(Trainer):
+    """The Trainer, evaluating the validation rows longest first when batches are grouped by length.
+    Evaluation needs no random order, and the stock evaluation sampler shuffles groups of up to 50
+    batches: a validation set of a few batches gets no grouping at all, so every batch was padded to
+    about its longest row (bench/PADDING.md, "Evaluation order")."""
+
+    def _get_eval_sampler(self, eval_dataset):
+        if eval_dataset is None or self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_eval_sampler(eval_dataset)
+        return longest_first(eval_dataset)
+
+
+def longest_first(dataset) -> list[int]:
+    """Row indices by token count, longest first; equal lengths keep their order."""
+    # the stored-states dataset keeps the token ids as an attribute; a datasets.Dataset as a column
+    ids = dataset.input_ids if isinstance(dataset, FrozenStatesDataset) else dataset["input_ids"]
+    return np.argsort(-np.array([len(row) for row in ids]), kind="stable").tolist()
+
+
 def build_trainer(
     recipe: Recipe,
     run_dir: Path,
@@ -251,7 +271,7 @@ def build_trainer(
 ) -> Pipeline:
     """Data, budget check, model, speed settings and Trainer for a recipe. `claim=False` (the
     benchmarks) leaves the run directory alone; `argument_overrides` replace TrainingArguments fields."""
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import DataCollatorWithPadding, set_seed
 
     chosen = chosen_trackers(recipe)  # a missing tracker package fails before the data is read
     tokenizer = load_tokenizer(recipe.model)
@@ -297,7 +317,7 @@ def build_trainer(
     callbacks = [best, CheckpointMarker(), clock, *tracking_callbacks, *(callbacks or [])]
     if recipe.lora.variant == "adalora":
         callbacks.append(AdaLoraAllocation(model))
-    trainer = Trainer(
+    trainer = LorafitTrainer(
         model=model,
         args=args,
         compute_loss_func=class_weighted_loss(recipe, splits),
@@ -372,8 +392,7 @@ def validation_logits(trainer, validation_set):
 
 
 def evaluation_order(trainer, validation_set) -> list[int]:
-    """The row order of the Trainer's evaluation outputs: with group_by_length its evaluation
-    sampler groups rows by length too, with a fixed seed, so the order can be replayed."""
+    """The row order of the Trainer's evaluation outputs (longest first with group_by_length)."""
     sampler = trainer._get_eval_sampler(validation_set)
     return list(sampler) if sampler is not None else list(range(len(validation_set)))
 
