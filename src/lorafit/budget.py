@@ -121,7 +121,8 @@ def format_plan(p: Plan) -> str:
         lines.append(f"other      {module:<41} {n:>10,}")
     if p.frozen_below:
         switch = "on" if p.reuse_frozen_layers else "off: training.reuse_frozen_layers=true"
-        lines.append(f"frozen     layers 0-{p.frozen_below - 1} train nothing: computed once and reused ({switch})")
+        frozen = f"layers 0-{p.frozen_below - 1} train nothing"
+        lines.append(f"frozen     {frozen}: computed once, without dropout, and reused ({switch})")
     else:
         lines.append("frozen     layer 0 trains: no frozen layers to reuse")
     share = 100 * p.trainable / p.total if p.total else 0

@@ -277,6 +277,12 @@ class TrainingConfig(Section):
         description="compute the frozen layers below the lowest trained one once (no dropout there), "
         "cache their output and train only the layers above",
     )
+    frozen_layers_dropout: bool | None = Field(
+        None,
+        description="dropout in the layers below the lowest trained one. Default: kept, except with "
+        "reuse_frozen_layers, which runs them once without it; false trains without reuse exactly as reuse does "
+        "(bench/FROZEN.md measures what that dropout was worth)",
+    )
     torch_compile: bool = Field(
         False,
         description="compile the model with torch.compile (inductor; needs a C++ compiler) before training; "
@@ -284,6 +290,15 @@ class TrainingConfig(Section):
     )
 
     _lists = field_validator("report_to", mode="before")(_as_list)
+
+    @model_validator(mode="after")
+    def _frozen_dropout(self) -> TrainingConfig:
+        if self.reuse_frozen_layers and self.frozen_layers_dropout:
+            raise LorafitError(
+                "training.frozen_layers_dropout=true does not combine with training.reuse_frozen_layers: "
+                "the reused layers run once, without dropout"
+            )
+        return self
 
 
 class SearchConfig(Section):

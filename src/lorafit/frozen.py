@@ -232,6 +232,16 @@ def collate_states(features: list[dict], pad_to_multiple_of: int = 1) -> dict:
     }
 
 
+def switch_off_dropout_below(model: nn.Module, layer: int) -> int:
+    """No dropout in the embeddings and the layers below `layer`: what the reused layers do, without
+    reuse. Returns how many dropout modules were switched off."""
+    below = [_embeddings(model), *list(encoder_layers(model))[:layer]] if layer else []
+    dropouts = [module for part in below for module in part.modules() if isinstance(module, nn.Dropout)]
+    for dropout in dropouts:
+        dropout.p = 0.0  # the stock dropout returns its input untouched at 0, drawing no random numbers
+    return len(dropouts)
+
+
 class _UpperLayers(nn.ModuleList):
     """The same layers under the same names, but iteration (the encoder's forward loop) starts at `start`."""
 

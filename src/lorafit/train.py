@@ -32,7 +32,13 @@ from .device import (
     training_precision,
 )
 from .errors import LorafitError
-from .frozen import FrozenStatesDataset, collate_states, frozen_states, skip_frozen_layers
+from .frozen import (
+    FrozenStatesDataset,
+    collate_states,
+    frozen_states,
+    skip_frozen_layers,
+    switch_off_dropout_below,
+)
 from .heads import frozen_head_weights
 from .metrics import classification_metrics, logits_and_labels, trainer_scores
 from .model import build_lora_model, load_tokenizer, model_identity, portable_model_name, resolve_model_path
@@ -297,6 +303,8 @@ def build_trainer(
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
     total_steps = optimizer_steps(recipe, len(splits.train))
     model = apply_speedups(build_lora_model(recipe.model, recipe.lora, label_names, total_steps=total_steps), speed)
+    if recipe.training.frozen_layers_dropout is False:
+        switch_off_dropout_below(model, budget_plan.frozen_below)
     with args.main_process_first(local=False, desc="tokenizing"):  # one process writes the cache
         data = recipe.data
         train_set, validation_set = (
