@@ -274,10 +274,10 @@ def noise_lines(full: dict, reuse: dict, noise: dict) -> list[str]:
     )
     return [
         f"Noise: the best trial of the search without reuse (trial {noise['trial']}), trained with seeds {seeds} "
-        f"(the searches' own runs are seed {SEARCH_SEED}), reuse {shown}. The best accuracies differ by "
-        f"{100 * abs(full['best_accuracy'] - reuse['best_accuracy']):.2f} points. Reuse runs layers 0-7 once "
-        "without dropout, so against the same recipe without reuse it trains without the hidden and attention "
-        "dropout of those layers; `training.frozen_layers_dropout=false` trains that way without reuse.",
+        f"(seed {SEARCH_SEED} with and without reuse: the searches' own trials), reuse {shown}. The best "
+        f"accuracies differ by {100 * abs(full['best_accuracy'] - reuse['best_accuracy']):.2f} points. Reuse runs "
+        "layers 0-7 once without dropout, so against the same recipe without reuse it trains without the hidden "
+        "and attention dropout of those layers; `training.frozen_layers_dropout=false` trains that way without reuse.",
         "",
     ]
 
