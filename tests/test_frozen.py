@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 from conftest import RECIPES
@@ -177,11 +179,71 @@ def test_frozen_layers_dropout_switches_off_only_the_layers_below(tiny_roberta):
     assert not any(".layer.10." in name for name in below)
 
 
-def test_frozen_layers_dropout_cannot_be_kept_with_reuse():
-    with pytest.raises(LorafitError, match="frozen_layers_dropout=true does not combine"):
-        load_recipe(
-            RECIPES / "quickstart.yaml", ["training.reuse_frozen_layers=true", "training.frozen_layers_dropout=true"]
-        )
+def test_dropout_draws_are_keyed_reproducible_and_only_dropout(tiny_roberta, agnews_rows, monkeypatch):
+    model, tokenizer = lora_on_top(tiny_roberta, [10, 11])
+    tokenized = tokenize(examples(agnews_rows), tokenizer, 64)
+
+    def stored(draw, seed=42):
+        return frozen_states(model, tokenized, 10, identity="drawn model", draw=draw, seed=seed)
+
+    rng_before = torch.get_rng_state()
+    draw0 = stored(0)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the draws leave the run's own random numbers alone
+    assert model.training is False  # lora_on_top's eval mode is back
+    others = [stored(1), stored(0, seed=43), frozen_states(model, tokenized, 10, identity="drawn model")]
+    assert len({s.folder for s in [draw0, *others]}) == 4
+    computed = []
+    original = frozen._compute
+    monkeypatch.setattr(frozen, "_compute", lambda *a: computed.append(a) or original(*a))
+    assert stored(0).folder == draw0.folder and computed == []
+    rows = range(len(draw0))
+    no_dropout = others[2]
+    for other in (others[0], no_dropout):  # another draw, and no dropout: other numbers in every row
+        assert all(not np.array_equal(draw0[i], other[i]) for i in rows)
+    # the same seed and draw recompute the same masks, bit for bit
+    shutil.rmtree(draw0.folder)
+    assert all(np.array_equal(stored(0)[i], draw0[i]) for i in rows) and len(computed) == 1
+    # at dropout rate 0 a draw is the states without dropout: the draws differ by their masks only
+    assert frozen.switch_off_dropout_below(model, 10) > 0
+    undropped = stored(0)
+    assert undropped.folder != draw0.folder and len(computed) == 2  # the rates are part of the key
+    assert all(np.array_equal(undropped[i], no_dropout[i]) for i in rows)
+
+
+def test_a_reused_run_keeping_dropout_trains_epoch_e_on_draw_e(minilm_dir, agnews_csv, tmp_path, monkeypatch):
+    reads = []
+    original = frozen.FrozenStates.__getitem__
+    monkeypatch.setattr(
+        frozen.FrozenStates, "__getitem__", lambda self, i: reads.append(self.folder) or original(self, i)
+    )
+    run = tmp_path / "run"
+    settings = [
+        *(str(RECIPES / "quickstart.yaml"), f"data.train={agnews_csv}", "data.limit=120", "data.validation_size=40"),
+        *("training.epochs=3", "lora.targets=[{modules: [query, value], layers: [4, 5]}]"),
+        *("training.reuse_frozen_layers=true", "training.frozen_layers_dropout=true"),
+    ]
+    assert main(["train", *settings, "--output-dir", str(run)]) == 0
+    assert json.loads((run / "run.json").read_text())["speed"]["frozen_dropout_draws"] == 3
+    blocks = []  # (folder, reads in a row)
+    for folder in reads:
+        if blocks and blocks[-1][0] == folder:
+            blocks[-1][1] += 1
+        else:
+            blocks.append([folder, 1])
+    draws, validation = [blocks[i][0] for i in (0, 2, 4)], blocks[1][0]
+    assert len({*draws, validation}) == 4
+    assert blocks[:6] == [
+        [draws[0], 80],
+        [validation, 40],
+        [draws[1], 80],
+        [validation, 40],
+        [draws[2], 80],
+        [validation, 40],
+    ]
+    assert all(folder == validation for folder, _ in blocks[6:])  # the best epoch's predictions
+    assert "computed once per epoch with their dropout (3 draws)" in format_plan(
+        plan(load_recipe(*settings[:1], settings[1:]))
+    )
 
 
 def test_search_trials_share_one_store_of_frozen_states(tiny_roberta, agnews_csv, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ class Plan:
     other_modules: dict = field(default_factory=dict)
     frozen_below: int = 0  # layers below this one train nothing: training.reuse_frozen_layers can reuse them
     reuse_frozen_layers: bool = False
+    frozen_dropout_draws: int = 0  # with reuse: stored draws of the frozen layers' dropout, one per epoch
 
     @property
     def fits(self) -> bool:
@@ -97,6 +98,7 @@ def plan(recipe: Recipe, label_names: list[str] | None = None) -> Plan:
         budget=recipe.budget.max_trainable,
         frozen_below=first_trained_layer(model),
         reuse_frozen_layers=recipe.training.reuse_frozen_layers,
+        frozen_dropout_draws=recipe.training.frozen_dropout_draws,
         **counts,
         lora_by_target={k: dict(v) for k, v in by_target.items()},
         lora_outside_layers=dict(outside),
@@ -122,7 +124,10 @@ def format_plan(p: Plan) -> str:
     if p.frozen_below:
         switch = "on" if p.reuse_frozen_layers else "off: training.reuse_frozen_layers=true"
         frozen = f"layers 0-{p.frozen_below - 1} train nothing"
-        lines.append(f"frozen     {frozen}: computed once, without dropout, and reused ({switch})")
+        how = "computed once, without dropout"
+        if p.frozen_dropout_draws:
+            how = f"computed once per epoch with their dropout ({p.frozen_dropout_draws} draws)"
+        lines.append(f"frozen     {frozen}: {how}, and reused ({switch})")
     else:
         lines.append("frozen     layer 0 trains: no frozen layers to reuse")
     share = 100 * p.trainable / p.total if p.total else 0

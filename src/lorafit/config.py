@@ -8,6 +8,7 @@ the README's table of recipe keys (a test keeps the README in step).
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -274,13 +275,14 @@ class TrainingConfig(Section):
     )
     reuse_frozen_layers: bool = Field(
         False,
-        description="compute the frozen layers below the lowest trained one once (no dropout there), "
-        "cache their output and train only the layers above",
+        description="compute the frozen layers below the lowest trained one once, cache their output and train "
+        "only the layers above",
     )
     frozen_layers_dropout: bool | None = Field(
         None,
         description="dropout in the layers below the lowest trained one. Default: kept, except with "
-        "reuse_frozen_layers, which runs them once without it; false trains without reuse exactly as reuse does "
+        "reuse_frozen_layers, which then computes them once without it; true with reuse stores one draw of their "
+        "output per epoch (search trials share them); false trains without reuse exactly as reuse does by default "
         "(bench/FROZEN.md measures what that dropout was worth)",
     )
     torch_compile: bool = Field(
@@ -291,14 +293,11 @@ class TrainingConfig(Section):
 
     _lists = field_validator("report_to", mode="before")(_as_list)
 
-    @model_validator(mode="after")
-    def _frozen_dropout(self) -> TrainingConfig:
-        if self.reuse_frozen_layers and self.frozen_layers_dropout:
-            raise LorafitError(
-                "training.frozen_layers_dropout=true does not combine with training.reuse_frozen_layers: "
-                "the reused layers run once, without dropout"
-            )
-        return self
+    @property
+    def frozen_dropout_draws(self) -> int:
+        """How many stored draws of the frozen layers' dropout a reused run trains on: one per epoch when
+        the dropout is kept, none (states without dropout) otherwise."""
+        return math.ceil(self.epochs) if self.reuse_frozen_layers and self.frozen_layers_dropout else 0
 
 
 class SearchConfig(Section):

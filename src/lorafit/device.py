@@ -108,6 +108,7 @@ class SpeedSettings:
     precision: str  # what the run trains in: a HALF_PRECISIONS name or fp32
     threads: int
     frozen_layers_reused: int = 0  # the first trained layer when the frozen ones below are reused, else 0
+    frozen_dropout_draws: int = 0  # stored draws of their dropout, one per epoch; 0: stored without dropout
     dynamic_padding: bool = True
     group_by_length: bool = True
     pad_to_multiple_of: int = 1

@@ -5,6 +5,11 @@ on the text, so every epoch (and every search trial) would recompute the same nu
 they are computed once, without dropout, stored in float16 on disk (one file of variable-length
 rows, written memory-mapped, read per batch; keyed by model, layer and token ids), and fed back as `inputs_embeds`: the
 embeddings' output is replaced by them and the layers below L are skipped.
+
+Without dropout there, the run trains differently from the recipe: on small data that dropout was worth
+points of accuracy (bench/FROZEN.md). Keeping it, the states are computed once per epoch with the dropout
+on ("draws"), and epoch e trains on draw e: every epoch sees fresh masks, as without reuse, and the draws
+are shared by the trials of a search, where the saving is.
 """
 
 from __future__ import annotations
@@ -118,20 +123,41 @@ def states_key(model_identity: str, layer: int, input_ids) -> str:
 
 
 def frozen_states(
-    model: nn.Module, dataset, layer: int, identity: str, bf16: bool = False, batch_tokens: int = 8192
+    model: nn.Module,
+    dataset,
+    layer: int,
+    identity: str,
+    bf16: bool = False,
+    batch_tokens: int = 8192,
+    draw: int | None = None,
+    seed: int = 0,
 ) -> FrozenStates:
     """The hidden states entering `layer` for every example of a tokenized dataset, computed once
-    (eval mode: no dropout; under bf16 autocast as in training when `bf16`) and kept in the cache
-    under a key of the model, layer and token ids."""
+    (under bf16 autocast as in training when `bf16`) and kept in the cache under a key of the model,
+    layer and token ids. Without `draw`, in eval mode: no dropout. Draw d runs the frozen layers'
+    dropout with masks fixed by `seed` and d; its key adds both and the dropout rates."""
     input_ids = dataset["input_ids"]
+    dropout_seed = None
+    if draw is not None:
+        dropout_seed = int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
+        rates = [module.p for module in dropouts_below(model, layer)]
+        identity = f"{identity}|dropout draw {draw} of seed {seed}|rates {rates}"
     folder = cache_root() / "frozen-states" / states_key(identity, layer, input_ids)
     if (folder / "meta.json").is_file():
         return FrozenStates(folder)
-    build_folder(folder, lambda staging: _compute(model, input_ids, layer, staging, bf16, batch_tokens))
+    build_folder(folder, lambda staging: _compute(model, input_ids, layer, staging, bf16, batch_tokens, dropout_seed))
     return FrozenStates(folder)
 
 
-def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, bf16: bool, batch_tokens: int) -> None:
+def _compute(
+    model: nn.Module,
+    input_ids: list,
+    layer: int,
+    folder: Path,
+    bf16: bool,
+    batch_tokens: int,
+    dropout_seed: int | None = None,
+) -> None:
     from tqdm.auto import tqdm
 
     lengths = np.array([len(ids) for ids in input_ids], dtype=np.int64)
@@ -149,16 +175,20 @@ def _compute(model: nn.Module, input_ids: list, layer: int, folder: Path, bf16: 
 
     handle = encoder_layers(model)[layer].register_forward_pre_hook(capture, with_kwargs=True)
     was_training = model.training
-    model.eval()
+    model.train(dropout_seed is not None)
     order = np.argsort(-lengths, kind="stable")  # longest first: the slowest batch shows early
     # with bf16 training the frozen linear weights are stored in bf16 (speedups.cast_frozen_linears)
     autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16)
+    description = f"frozen layers 0-{layer - 1}" + (" with dropout" if dropout_seed is not None else "")
     try:
         with (
             torch.inference_mode(),
             autocast,
-            tqdm(total=len(order), desc=f"frozen layers 0-{layer - 1}", unit="ex") as bar,
+            torch.random.fork_rng(devices=[], enabled=dropout_seed is not None),
+            tqdm(total=len(order), desc=description, unit="ex") as bar,
         ):
+            if dropout_seed is not None:
+                torch.manual_seed(dropout_seed)
             for batch in _token_batches(order, lengths, batch_tokens):
                 width = int(lengths[batch].max())
                 ids = torch.zeros((len(batch), width), dtype=torch.long)
@@ -202,12 +232,17 @@ def _token_batches(order: np.ndarray, lengths: np.ndarray, batch_tokens: int):
 
 
 class FrozenStatesDataset(torch.utils.data.Dataset):
-    """Training examples whose inputs are the stored states; `input_ids` stays for length grouping."""
+    """Training examples whose inputs are the stored states; `input_ids` stays for length grouping.
+    With several draws of the frozen layers' dropout, epoch e reads draw e (mod their count)."""
 
-    def __init__(self, tokenized, states: FrozenStates):
+    def __init__(self, tokenized, draws: FrozenStates | list[FrozenStates]):
         self.input_ids = tokenized["input_ids"]
         self.labels = tokenized["labels"]
-        self.states = states
+        self.draws = draws if isinstance(draws, list) else [draws]
+        self.states = self.draws[0]
+
+    def use_epoch(self, epoch: int) -> None:
+        self.states = self.draws[epoch % len(self.draws)]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -232,11 +267,16 @@ def collate_states(features: list[dict], pad_to_multiple_of: int = 1) -> dict:
     }
 
 
+def dropouts_below(model: nn.Module, layer: int) -> list[nn.Dropout]:
+    """The dropout modules of the embeddings and the layers below `layer` (attention dropout included)."""
+    below = [_embeddings(model), *list(encoder_layers(model))[:layer]] if layer else []
+    return [module for part in below for module in part.modules() if isinstance(module, nn.Dropout)]
+
+
 def switch_off_dropout_below(model: nn.Module, layer: int) -> int:
     """No dropout in the embeddings and the layers below `layer`: what the reused layers do, without
     reuse. Returns how many dropout modules were switched off."""
-    below = [_embeddings(model), *list(encoder_layers(model))[:layer]] if layer else []
-    dropouts = [module for part in below for module in part.modules() if isinstance(module, nn.Dropout)]
+    dropouts = dropouts_below(model, layer)
     for dropout in dropouts:
         dropout.p = 0.0  # the stock dropout returns its input untouched at 0, drawing no random numbers
     return len(dropouts)

@@ -76,6 +76,7 @@ def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSett
         precision=precision,
         threads=configure_threads(recipe.training.threads),
         frozen_layers_reused=budget_plan.frozen_below if reuse else 0,
+        frozen_dropout_draws=recipe.training.frozen_dropout_draws if reuse else 0,
         dynamic_padding=not recipe.data.pad_to_max_length,
         group_by_length=recipe.training.group_by_length,
         pad_to_multiple_of=recipe.training.pad_to_multiple_of,
@@ -179,13 +180,31 @@ def apply_speedups(model, speed: SpeedSettings):
     return model
 
 
-def reuse_frozen_layers(model, recipe: Recipe, speed: SpeedSettings, *tokenized):
-    """The tokenized splits as datasets of the frozen layers' stored output (computed on first use)."""
-    layer = speed.frozen_layers_reused
+def reuse_frozen_layers(model, recipe: Recipe, speed: SpeedSettings, train_set, validation_set):
+    """The tokenized splits as datasets of the frozen layers' stored output (computed on first use):
+    the training rows once per dropout draw, the validation rows once without dropout."""
     identity = f"{model_identity(resolve_model_path(recipe.model.name))}|bf16={speed.bf16}"
-    return tuple(
-        FrozenStatesDataset(part, frozen_states(model, part, layer, identity, speed.bf16)) for part in tokenized
+
+    def stored(part, draw=None):
+        return frozen_states(
+            model, part, speed.frozen_layers_reused, identity, speed.bf16, draw=draw, seed=recipe.training.seed
+        )
+
+    draws = range(speed.frozen_dropout_draws) or [None]
+    return FrozenStatesDataset(train_set, [stored(train_set, d) for d in draws]), FrozenStatesDataset(
+        validation_set, stored(validation_set)
     )
+
+
+class FrozenDrawPerEpoch(TrainerCallback):
+    """Epoch e trains on the e-th stored draw of the frozen layers' dropout (resumed runs too)."""
+
+    def __init__(self, dataset: FrozenStatesDataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is the epochs done so far, a fraction within an epoch resumed midway
+        self.dataset.use_epoch(math.floor((state.epoch or 0) + 1e-6))
 
 
 def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: SpeedSettings, report_to: list[str] = ()):
@@ -318,6 +337,7 @@ def build_trainer(
             train_set, validation_set = reuse_frozen_layers(model, recipe, speed, train_set, validation_set)
         collator = functools.partial(collate_states, pad_to_multiple_of=multiple)
         layers_used = skip_frozen_layers(model, speed.frozen_layers_reused)
+        callbacks = [*(callbacks or []), FrozenDrawPerEpoch(train_set)]
     outputs = ValidationOutputs()
     t = recipe.training
     best = BestEpochWeights(model, run_dir, t.early_stopping_patience, t.metric_for_best, on_best=outputs.keep_best)
