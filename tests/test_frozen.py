@@ -246,6 +246,20 @@ def test_a_reused_run_keeping_dropout_trains_epoch_e_on_draw_e(minilm_dir, agnew
     )
 
 
+def test_a_resumed_epoch_keeps_its_draw():
+    from transformers import TrainerState
+
+    from lorafit.train import FrozenDrawPerEpoch
+
+    draws = [f"draw {d}" for d in range(3)]
+    dataset = FrozenStatesDataset({"input_ids": [[0]], "labels": [0]}, draws)
+    callback = FrozenDrawPerEpoch(dataset)
+    # epochs done so far when an epoch begins: none, two whole ones, one and a half (resumed midway), four
+    for done, draw in ((None, 0), (2.0, 2), (1.5, 1), (4.0, 1)):
+        callback.on_epoch_begin(None, TrainerState(epoch=done), None)
+        assert dataset.states == draws[draw]
+
+
 def test_search_trials_share_one_store_of_frozen_states(tiny_roberta, agnews_csv, tmp_path, monkeypatch):
     from lorafit.search import run_search
 
