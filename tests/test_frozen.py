@@ -121,6 +121,38 @@ def test_states_that_overflow_float16_are_refused_and_not_cached(tiny_roberta, a
     assert not (frozen.cache_root() / "frozen-states" / key).exists()
 
 
+def test_states_that_outgrow_the_disk_are_refused_before_computing(tiny_roberta, agnews_rows):
+    model, tokenizer = lora_on_top(tiny_roberta, [10, 11])
+    ids = tokenize(examples(agnews_rows), tokenizer, 64)["input_ids"]
+    folder = frozen.states_folder(model, ids, 10, "room test")
+    frozen.ensure_room(32, [(folder, ids)])  # a few kB
+    # twice the free space in tokens of width 32: only counted, never built (free space moves a little)
+    too_many = [range(shutil.disk_usage(frozen.cache_root()).free // 32)]
+    with pytest.raises(LorafitError, match=r"states need [0-9.]+ [MG]B in .*frozen-states, which has [0-9.]+ [MG]B"):
+        frozen.ensure_room(32, [(folder, ids), (folder.with_name("elsewhere"), too_many)])
+    frozen_states(model, {"input_ids": ids}, 10, identity="room test")
+    frozen.ensure_room(32, [(folder, too_many)])  # stored already: needs no room
+
+
+def test_a_failed_write_of_the_states_is_one_error_and_leaves_nothing(tiny_roberta, agnews_rows):
+    import resource
+    import signal
+
+    model, tokenizer = lora_on_top(tiny_roberta, [10, 11])
+    tokenized = tokenize(examples(agnews_rows, 200), tokenizer, 64)  # about 0.6 MB of states
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, limit[1]))
+    try:
+        with pytest.raises(LorafitError, match="writing the frozen layers' states in .* failed: File too large"):
+            frozen_states(model, tokenized, 10, identity="write test")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    folder = frozen.states_folder(model, tokenized["input_ids"], 10, "write test")
+    assert not folder.exists() and not list(folder.parent.glob("*.partial"))
+
+
 def test_plan_says_whether_and_from_which_layer_a_recipe_reuses(roberta_dir):
     on = plan(
         load_recipe(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -137,16 +138,41 @@ def frozen_states(
     layer and token ids. Without `draw`, in eval mode: no dropout. Draw d runs the frozen layers'
     dropout with masks fixed by `seed` and d; its key adds both and the dropout rates."""
     input_ids = dataset["input_ids"]
-    dropout_seed = None
-    if draw is not None:
-        dropout_seed = int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
-        rates = [module.p for module in dropouts_below(model, layer)]
-        identity = f"{identity}|dropout draw {draw} of seed {seed}|rates {rates}"
-    folder = cache_root() / "frozen-states" / states_key(identity, layer, input_ids)
+    dropout_seed = None if draw is None else int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
+    folder = states_folder(model, input_ids, layer, identity, draw, seed)
     if (folder / "meta.json").is_file():
         return FrozenStates(folder)
     build_folder(folder, lambda staging: _compute(model, input_ids, layer, staging, bf16, batch_tokens, dropout_seed))
     return FrozenStates(folder)
+
+
+def states_folder(
+    model: nn.Module, input_ids, layer: int, identity: str, draw: int | None = None, seed: int = 0
+) -> Path:
+    """Where the states of these token ids are cached; a dropout draw's key adds the draw, seed and rates."""
+    if draw is not None:
+        rates = [module.p for module in dropouts_below(model, layer)]
+        identity = f"{identity}|dropout draw {draw} of seed {seed}|rates {rates}"
+    return cache_root() / "frozen-states" / states_key(identity, layer, input_ids)
+
+
+def ensure_room(hidden_size: int, wanted: list[tuple[Path, list]]) -> None:
+    """Fail before the first batch, not gigabytes in: the states of train-large.csv on a base-size
+    encoder take 4 GB per draw. `wanted`: (folder, token ids) of each store a run needs."""
+    missing = [ids for folder, ids in wanted if not (folder / "meta.json").is_file()]
+    needed = sum(len(row) for ids in missing for row in ids) * hidden_size * np.dtype(STATES_DTYPE).itemsize
+    root = cache_root() / "frozen-states"
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if needed > free:
+        raise LorafitError(
+            f"training.reuse_frozen_layers: the frozen layers' states need {_size(needed)} in {root}, "
+            f"which has {_size(free)} free; point LORAFIT_CACHE at a larger disk or turn reuse off"
+        )
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 def _compute(
@@ -180,6 +206,7 @@ def _compute(
     # with bf16 training the frozen linear weights are stored in bf16 (speedups.cast_frozen_linears)
     autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16)
     description = f"frozen layers 0-{layer - 1}" + (" with dropout" if dropout_seed is not None else "")
+    description += f", {_size(int(offsets[-1]) * row_bytes)}"
     try:
         with (
             torch.inference_mode(),
@@ -208,7 +235,7 @@ def _compute(
                         "turn training.reuse_frozen_layers off for this model"
                     )
                 for states, i in zip(rows, batch):
-                    os.pwrite(out, states.tobytes(), int(offsets[i]) * row_bytes)
+                    _write(out, states.tobytes(), int(offsets[i]) * row_bytes, folder)
                 bar.update(len(batch))
     finally:
         os.close(out)
@@ -218,6 +245,16 @@ def _compute(
     (folder / "meta.json").write_text(
         json.dumps({"layer": layer, "hidden_size": hidden_size, "rows": len(lengths)}), encoding="utf-8"
     )
+
+
+def _write(fd: int, data: bytes, offset: int, folder: Path) -> None:
+    try:
+        os.pwrite(fd, data, offset)
+    except OSError as e:  # a disk filled by something else since ensure_room, a file size limit
+        raise LorafitError(
+            f"training.reuse_frozen_layers: writing the frozen layers' states in {folder.parent} failed: "
+            f"{e.strerror}; point LORAFIT_CACHE at a larger disk or turn reuse off"
+        ) from e
 
 
 def _token_batches(order: np.ndarray, lengths: np.ndarray, batch_tokens: int):

@@ -35,8 +35,10 @@ from .errors import LorafitError
 from .frozen import (
     FrozenStatesDataset,
     collate_states,
+    ensure_room,
     frozen_states,
     skip_frozen_layers,
+    states_folder,
     switch_off_dropout_below,
 )
 from .heads import frozen_head_weights
@@ -185,15 +187,17 @@ def reuse_frozen_layers(model, recipe: Recipe, speed: SpeedSettings, train_set, 
     the training rows once per dropout draw, the validation rows once without dropout."""
     identity = f"{model_identity(resolve_model_path(recipe.model.name))}|bf16={speed.bf16}"
 
-    def stored(part, draw=None):
-        return frozen_states(
-            model, part, speed.frozen_layers_reused, identity, speed.bf16, draw=draw, seed=recipe.training.seed
-        )
-
-    draws = range(speed.frozen_dropout_draws) or [None]
-    return FrozenStatesDataset(train_set, [stored(train_set, d) for d in draws]), FrozenStatesDataset(
-        validation_set, stored(validation_set)
+    layer, seed = speed.frozen_layers_reused, recipe.training.seed
+    wanted = [(train_set, draw) for draw in range(speed.frozen_dropout_draws) or [None]] + [(validation_set, None)]
+    ensure_room(
+        model.config.hidden_size,
+        [
+            (states_folder(model, part["input_ids"], layer, identity, draw, seed), part["input_ids"])
+            for part, draw in wanted
+        ],
     )
+    stored = [frozen_states(model, part, layer, identity, speed.bf16, draw=draw, seed=seed) for part, draw in wanted]
+    return FrozenStatesDataset(train_set, stored[:-1]), FrozenStatesDataset(validation_set, stored[-1])
 
 
 class FrozenDrawPerEpoch(TrainerCallback):
