@@ -1,5 +1,5 @@
 """`lorafit plan | train | search | baseline | evaluate | predict | classify | serve | export | push | card |
-info | schema`: parse, call the library, print."""
+info | cache | schema`: parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import sys
 import typing
 import warnings
 
+from .cache import PARTS, cache_parts, clear_cache, human_size
 from .choices import BaselineClassifier, InferencePrecision
 from .errors import LorafitError
+from .packaged import cache_root
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -132,6 +134,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
     info = commands.add_parser("info", help="this machine: CPU, what lorafit runs by default, allocator, versions")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+
+    cache = commands.add_parser("cache", help="what lorafit keeps in $LORAFIT_CACHE, and clearing parts of it")
+    cache.add_argument(
+        "--clear", nargs="+", choices=[*PARTS, "all"], metavar="PART", help=f"remove: {', '.join(PARTS)} or all"
+    )
 
     schema = commands.add_parser("schema", help="the recipe schema: JSON Schema for editors, or the Markdown key table")
     schema.add_argument("--markdown", action="store_true", help="the table of recipe keys (as in the README)")
@@ -380,6 +387,20 @@ def cmd_card(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    if args.clear:
+        for part in clear_cache(list(PARTS) if "all" in args.clear else args.clear):
+            print(f"removed {part.folder}: {part.entries} entries, {human_size(part.size)}")
+        return 0
+    parts = cache_parts()
+    print(f"lorafit cache: {cache_root()} (LORAFIT_CACHE)")
+    for part in parts:
+        print(f"{part.name:<14}{part.entries:>5} entries{human_size(part.size):>11}  {PARTS[part.name]}")
+    total = human_size(sum(part.size for part in parts))
+    print(f"{'total':<27}{total:>11}  (lorafit cache --clear PART ... removes parts)")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .device import cpu_label, machine_report
 
@@ -415,6 +436,7 @@ COMMANDS = {
     "push": cmd_push,
     "card": cmd_card,
     "info": cmd_info,
+    "cache": cmd_cache,
     "schema": cmd_schema,
 }
 

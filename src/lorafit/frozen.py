@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cache import human_size
 from .errors import LorafitError
 from .model import layer_of
 from .packaged import cache_root
@@ -166,13 +167,9 @@ def ensure_room(hidden_size: int, wanted: list[tuple[Path, list]]) -> None:
     free = shutil.disk_usage(root).free
     if needed > free:
         raise LorafitError(
-            f"training.reuse_frozen_layers: the frozen layers' states need {_size(needed)} in {root}, "
-            f"which has {_size(free)} free; point LORAFIT_CACHE at a larger disk or turn reuse off"
+            f"training.reuse_frozen_layers: the frozen layers' states need {human_size(needed)} in {root}, "
+            f"which has {human_size(free)} free; point LORAFIT_CACHE at a larger disk or turn reuse off"
         )
-
-
-def _size(size: int) -> str:
-    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 def _compute(
@@ -206,7 +203,7 @@ def _compute(
     # with bf16 training the frozen linear weights are stored in bf16 (speedups.cast_frozen_linears)
     autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16)
     description = f"frozen layers 0-{layer - 1}" + (" with dropout" if dropout_seed is not None else "")
-    description += f", {_size(int(offsets[-1]) * row_bytes)}"
+    description += f", {human_size(int(offsets[-1]) * row_bytes)}"
     try:
         with (
             torch.inference_mode(),
