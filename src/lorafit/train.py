@@ -186,16 +186,10 @@ def reuse_frozen_layers(model, recipe: Recipe, speed: SpeedSettings, train_set, 
     """The tokenized splits as datasets of the frozen layers' stored output (computed on first use):
     the training rows once per dropout draw, the validation rows once without dropout."""
     identity = f"{model_identity(resolve_model_path(recipe.model.name))}|bf16={speed.bf16}"
-
     layer, seed = speed.frozen_layers_reused, recipe.training.seed
     wanted = [(train_set, draw) for draw in range(speed.frozen_dropout_draws) or [None]] + [(validation_set, None)]
-    ensure_room(
-        model.config.hidden_size,
-        [
-            (states_folder(model, part["input_ids"], layer, identity, draw, seed), part["input_ids"])
-            for part, draw in wanted
-        ],
-    )
+    folders = [states_folder(model, part["input_ids"], layer, identity, draw, seed) for part, draw in wanted]
+    ensure_room(model.config.hidden_size, [(folder, part["input_ids"]) for folder, (part, _) in zip(folders, wanted)])
     stored = [frozen_states(model, part, layer, identity, speed.bf16, draw=draw, seed=seed) for part, draw in wanted]
     return FrozenStatesDataset(train_set, stored[:-1]), FrozenStatesDataset(validation_set, stored[-1])
 
