@@ -3,11 +3,11 @@
 When nothing below encoder layer L is trained, the hidden states entering layer L depend only
 on the text, so every epoch (and every search trial) would recompute the same numbers. Here
 they are computed once, without dropout, stored in float16 on disk (one file of variable-length
-rows, written memory-mapped, read per batch; keyed by model, layer and token ids), and fed back as `inputs_embeds`: the
-embeddings' output is replaced by them and the layers below L are skipped.
+rows, written and read by position, per batch; keyed by model, layer and token ids), and fed back as
+`inputs_embeds`: the embeddings' output is replaced by them and the layers below L are skipped.
 
-Without dropout there, the run trains differently from the recipe: on small data that dropout was worth
-points of accuracy (bench/FROZEN.md). Keeping it, the states are computed once per epoch with the dropout
+Without dropout there, the run trains differently from the recipe (bench/FROZEN.md measures what it
+changes). Keeping it, the states are computed once per epoch with the dropout
 on ("draws"), and epoch e trains on draw e: every epoch sees fresh masks, as without reuse, and the draws
 are shared by the trials of a search, where the saving is.
 """
