@@ -44,6 +44,13 @@ SEARCH_WAYS = {
     "on": ["training.reuse_frozen_layers=true"],
     "on, dropout draws": ["training.reuse_frozen_layers=true", "training.frozen_layers_dropout=true"],
 }
+# search.parallel_trials: two trials at once, each pinned to one core, against one at a time (same run)
+PARALLEL_WAYS = {
+    "off": SEARCH_WAYS["off"],
+    "on": SEARCH_WAYS["on"],
+    "off, 2 trials at once": [*SEARCH_WAYS["off"], "search.parallel_trials=2"],
+    "on, 2 trials at once": [*SEARCH_WAYS["on"], "search.parallel_trials=2"],
+}
 NO_FROZEN_DROPOUT = "off, no frozen-layer dropout"  # the training plain reuse does, without reuse
 NOISE_WAYS = {
     **SEARCH_WAYS,
@@ -57,7 +64,7 @@ def command(verb: str, rows: int, way: str, run_dir: Path) -> list[str]:
     return [
         *(sys.executable, "-m", "lorafit", verb, recipe, f"data.train={AGNEWS}", "data.validation_size=96"),
         *(f"data.train_limit={rows}", "training.epochs=2", "training.batch_size=16", "lora.r=16", TOP4),
-        *SEARCH_WAYS[way],
+        *{**SEARCH_WAYS, **PARALLEL_WAYS}[way],
         *(SEARCH if verb == "search" else ["--overwrite"]),
         *("--output-dir", str(run_dir)),
     ]
@@ -198,6 +205,7 @@ def report(results: dict) -> str:
     for label, table in results["by_cpu"].items():
         lines += cpu_table(label, table["rows"]) if "rows" in table else [f"## {label}", ""]
         lines += search_table(table["search"], table.get("search_noise")) if "search" in table else []
+        lines += parallel_table(table["search_parallel"]) if "search_parallel" in table else []
     lines += [
         "Layers 0-7 run once, without dropout, then the stored states feed layers 8-11. Without reuse they "
         "still run forward only (nothing below layer 8 needs gradients), so the bound is about 2×: "
@@ -248,6 +256,40 @@ def search_table(runs: list[dict], noise: dict | None) -> list[str]:
     if noise:
         lines.append(accuracy_goal("on", by_way, noise, NO_FROZEN_DROPOUT))
     return [*lines, "", *(noise_lines(by_way, noise) if noise else [])]
+
+
+def parallel_table(runs: list[dict]) -> list[str]:
+    by_way = {run["way"]: run for run in runs}
+    lines = [
+        "The same search one trial at a time (each trial on both cores) and two trials at once "
+        "(`search.parallel_trials=2`: each in its own process, pinned to one core; trials are asked for two at a "
+        "time, so the sampled values after the first ten differ), measured in one run, in this order:",
+        "",
+        "| search | wall seconds | best validation accuracy | peak RSS MB of the largest process |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| reuse {run['way']} | {run['wall_seconds']:.0f} | {run['best_accuracy']:.4f} | "
+            f"{run['peak_rss_mb']:.0f} |"
+            for run in runs
+        ),
+        "",
+        "| goal | measured | met |",
+        "| --- | ---: | --- |",
+    ]
+    speedup = by_way["off, 2 trials at once"]["wall_seconds"] / by_way["on, 2 trials at once"]["wall_seconds"]
+    serial = by_way["off"]["wall_seconds"] / by_way["on"]["wall_seconds"]
+    lines += [
+        f"| reuse on, 2 trials at once: the search ≥ 2× faster end to end than without reuse | {speedup:.2f}× | "
+        f"{'yes' if speedup >= 2 else f'no, {100 * (1 - speedup / 2):.0f}% short'} |",
+        f"| not a goal: the same one trial at a time, in this run | {serial:.2f}× | |",
+        *(
+            f"| not a goal: reuse {way}, 2 trials at once against one at a time | "
+            f"{by_way[way]['wall_seconds'] / by_way[f'{way}, 2 trials at once']['wall_seconds']:.2f}× faster | |"
+            for way in ("off", "on")
+        ),
+        "",
+    ]
+    return lines
 
 
 def seed_accuracies(by_way: dict, noise: dict) -> dict:
@@ -379,8 +421,9 @@ def main() -> None:
     parser.add_argument("--search-rows", type=int, default=256, help="training rows of each search trial")
     parser.add_argument(
         "--only",
-        choices=["train", "search", "noise"],
-        help="measure one part, the rest stays as it was (noise: the seed runs, from the last search's trials)",
+        choices=["train", "search", "noise", "parallel"],
+        help="measure one part, the rest stays as it was (noise: the seed runs, from the last search's trials; "
+        "parallel: searches with 2 trials at once against one at a time)",
     )
     parser.add_argument("--report-only", action="store_true", help="rewrite FROZEN.md from frozen.json")
     parser.add_argument("--states-memory", type=int, metavar="ROWS", help="only the peak RSS of computing states")
@@ -396,6 +439,8 @@ def main() -> None:
             table["rows"] = fastest_of_rounds(options.rows, options.rounds)
         if options.only in (None, "search"):
             table["search"] = [measure_search(options.search_rows, way) for way in SEARCH_WAYS]
+        if options.only in (None, "parallel"):
+            table["search_parallel"] = [measure_search(options.search_rows, way) for way in PARALLEL_WAYS]
         if options.only in (None, "search", "noise"):
             accuracies = table["search"][0]["accuracies"]
             best_trial = accuracies.index(max(accuracies))

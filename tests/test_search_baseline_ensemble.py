@@ -1,6 +1,7 @@
 """`lorafit search`, `lorafit baseline`, ensembles, and runs with the non-default heads."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -117,6 +118,35 @@ def test_search_keeps_every_trial_in_budget_and_writes_the_best_recipe(tiny_robe
     }
     again = lorafit("search", path, "--output-dir", tmp_path / "search")
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_a_parallel_search_trains_each_batch_at_once_on_its_share_of_cores_reproducibly(
+    tiny_roberta, agnews_csv, tmp_path
+):
+    recipe = yaml.safe_load((RECIPES / "minilm-search.yaml").read_text())
+    recipe["model"]["name"] = str(tiny_roberta)
+    recipe["data"].update(train=str(agnews_csv), limit=160, validation_size=48, max_length=48)
+    recipe["training"].update(epochs=1, threads=None)
+    recipe["budget"]["max_trainable"] = 30_000
+    recipe["search"].update(trials=4, parallel_trials=2)
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    searches = []
+    for attempt in ("first", "second"):
+        out = lorafit("search", path, "--output-dir", tmp_path / attempt)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "trial 4/4: validation accuracy" in out.stdout
+        searches.append(pd.read_csv(tmp_path / attempt / "trials.csv"))
+    pd.testing.assert_frame_equal(searches[0].drop(columns="minutes"), searches[1].drop(columns="minutes"))
+    assert len(searches[0]) == 4 and (searches[0].state == "complete").all()
+    trial_dirs = sorted((tmp_path / "first").glob("trial-*"))
+    infos = [json.loads((d / "run.json").read_text()) for d in trial_dirs]
+    assert {info["speed"]["threads"] for info in infos} == {max(1, len(os.sched_getaffinity(0)) // 2)}
+    # the two trials of a batch ran at once: each started before the other finished
+    finished = [(d / "COMPLETE").stat().st_mtime for d in trial_dirs]
+    started = [end - info["wall_seconds"] for end, info in zip(finished, infos)]
+    assert started[1] < finished[0] and started[0] < finished[1]
+    assert started[2] >= max(finished[:2]) and started[3] >= max(finished[:2])
 
 
 def test_search_rejects_an_unknown_key_before_training(tmp_path):

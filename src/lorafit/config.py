@@ -310,6 +310,12 @@ class SearchConfig(Section):
         True, description="stop a trial early when its epoch accuracy is below the median of earlier trials"
     )
     timeout_minutes: float | None = Field(None, gt=0, description="stop starting trials after this long")
+    parallel_trials: int = Field(
+        1,
+        ge=1,
+        description="trials trained at once, each in its own process pinned to its share of the cores; "
+        "trials are asked for in batches of this size, so the sampled trials depend on it",
+    )
 
     @model_validator(mode="after")
     def _space(self) -> SearchConfig:

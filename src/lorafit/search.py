@@ -8,8 +8,10 @@ every epoch and the median pruner stops the weak ones.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +85,7 @@ class ReportToTrial(TrainerCallback):
 
 def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None = None) -> SearchResult:
     import optuna
-
-    from .train import train
+    from optuna.trial import TrialState
 
     if not recipe.search.space:
         raise LorafitError(f"recipe '{recipe.name}' declares no search.space; see recipes/minilm-search.yaml")
@@ -94,47 +95,34 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
     label_names = label_names_for_plan(recipe)
     _check_space(recipe, label_names)
     metric = recipe.training.metric_for_best
+    direction = "maximize" if BEST_METRICS[metric][1] else "minimize"
     study = optuna.create_study(
-        direction="maximize" if BEST_METRICS[metric][1] else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=recipe.training.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
+        direction=direction, sampler=optuna.samplers.TPESampler(seed=recipe.training.seed), pruner=_pruner()
     )
-    rows: list[dict] = []
-
-    def objective(trial) -> float:
-        values = suggest(trial, recipe.search.space)
-        chosen, trainable = trial_recipe(recipe, values, label_names)
-        row = {
-            "trial": trial.number,
-            **{k: _plain(v) for k, v in values.items()},
-            "lora.r": chosen.lora.r,
-            "trainable": trainable,
-        }
-        rows.append(row)
-        trial.set_user_attr("recipe", chosen.to_dict())
-        started = time.time()
-        run_dir = folder / f"trial-{trial.number:03d}"
-        try:
-            result = train(
-                chosen, output_dir=str(run_dir), callbacks=[ReportToTrial(trial, recipe.search.prune, metric)]
-            )
-        except optuna.TrialPruned:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            row.update(state="pruned", minutes=round((time.time() - started) / 60, 2))
-            raise
-        row.update(
-            state="complete",
-            accuracy=result.metrics["accuracy"],
-            f1=result.metrics["f1"],
-            macro_f1=result.metrics["macro_f1"],
-            minutes=round((time.time() - started) / 60, 2),
-        )
-        return result.metrics[BEST_METRICS[metric][0]]
-
-    timeout = recipe.search.timeout_minutes * 60 if recipe.search.timeout_minutes else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=trials or recipe.search.trials, timeout=timeout, catch=())
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    total = trials or recipe.search.trials
+    parallel = min(recipe.search.parallel_trials, total)
+    deadline = time.time() + recipe.search.timeout_minutes * 60 if recipe.search.timeout_minutes else None
+    rows: list[dict] = []
+    with trial_workers(parallel) as workers:
+        while len(study.trials) < total and not (deadline and time.time() > deadline):
+            # a batch is asked for before any of it is told: its sampling and pruning never depend on which
+            # parallel trial finishes first, so a search is reproducible for a given parallel_trials
+            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            batch = [study.ask() for _ in range(min(parallel, total - len(study.trials)))]
+            jobs = [_trial_job(recipe, trial, label_names, folder, rows, workers) for trial in batch]
+            outcomes = _run_trials(jobs, workers, batch, finished, direction)
+            for trial, row, outcome in zip(batch, rows[-len(batch) :], outcomes):
+                for step, value in outcome.pop("intermediate", {}).items():
+                    trial.report(value, step)
+                value = outcome.pop("value", None)
+                row.update(outcome)
+                if value is None:
+                    study.tell(trial, state=TrialState.PRUNED)
+                else:
+                    study.tell(trial, value)
+                print(f"trial {trial.number + 1}/{total}: {_outcome_line(row, metric)}", flush=True)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
         raise LorafitError(f"no trial of the search completed; see {folder}")
     best = study.best_trial
@@ -150,6 +138,124 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
         f"trial {best.number}, validation {metric} {best.value:.4f}",
     )
     return SearchResult(folder, path, best.value, rows)
+
+
+def _outcome_line(row: dict, metric: str) -> str:
+    if row["state"] == "pruned":
+        return f"pruned after {row['minutes']} min"
+    return f"validation accuracy {row['accuracy']:.4f}, weighted F1 {row['f1']:.4f} ({row['minutes']} min)"
+
+
+def _pruner():
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=3)
+
+
+def _trial_job(recipe: Recipe, trial, label_names: list[str], folder: Path, rows: list[dict], workers) -> dict:
+    """The trial's sampled recipe, its row in trials.csv, and what a worker needs to train it."""
+    values = suggest(trial, recipe.search.space)
+    chosen, trainable = trial_recipe(recipe, values, label_names)
+    rows.append(
+        {
+            "trial": trial.number,
+            **{k: _plain(v) for k, v in values.items()},
+            "lora.r": chosen.lora.r,
+            "trainable": trainable,
+        }
+    )
+    trial.set_user_attr("recipe", chosen.to_dict())
+    raw = chosen.to_dict()
+    if workers is not None:  # each worker has its share of the cores, whatever the recipe says
+        raw["training"]["threads"] = workers.threads
+    return {
+        "recipe": raw,
+        "run_dir": str(folder / f"trial-{trial.number:03d}"),
+        "prune": recipe.search.prune,
+        "metric": recipe.training.metric_for_best,
+    }
+
+
+def _run_trials(jobs: list[dict], workers, batch: list, finished: list, direction: str) -> list[dict]:
+    if workers is None:  # one at a time, in this process, reporting to the study itself
+        return [_train_trial(job, trial) for job, trial in zip(jobs, batch)]
+    futures = [
+        workers.pool.submit(_trial_in_worker, {**job, "finished": finished, "direction": direction}) for job in jobs
+    ]
+    return [future.result() for future in futures]
+
+
+def _trial_in_worker(job: dict) -> dict:
+    """A trial in a worker process, pruned against the trials finished before its batch: a study of
+    their copies stands in for the real one, whose intermediate values the parent reports after."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=job["direction"], sampler=optuna.samplers.RandomSampler(), pruner=_pruner())
+    study.add_trials(job["finished"])
+    trial = study.ask()
+    outcome = _train_trial(job, trial)
+    outcome["intermediate"] = dict(study.trials[-1].intermediate_values)
+    return outcome
+
+
+def _train_trial(job: dict, trial) -> dict:
+    """Train one trial; its outcome for trials.csv, with `value` (the objective) unless it was pruned."""
+    import optuna
+
+    from .train import train
+
+    started = time.time()
+    run_dir = Path(job["run_dir"])
+    try:
+        result = train(
+            recipe_from_dict(job["recipe"]),
+            output_dir=str(run_dir),
+            callbacks=[ReportToTrial(trial, job["prune"], job["metric"])],
+        )
+    except optuna.TrialPruned:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return {"state": "pruned", "minutes": round((time.time() - started) / 60, 2)}
+    return {
+        "state": "complete",
+        "accuracy": result.metrics["accuracy"],
+        "f1": result.metrics["f1"],
+        "macro_f1": result.metrics["macro_f1"],
+        "minutes": round((time.time() - started) / 60, 2),
+        "value": result.metrics[BEST_METRICS[job["metric"]][0]],
+    }
+
+
+@dataclass
+class TrialWorkers:
+    pool: object
+    threads: int
+
+
+@contextmanager
+def trial_workers(parallel: int):
+    """`parallel` worker processes, each pinned to its own share of this process's CPUs (one trial per
+    core trains faster than one trial on all of them: bench/FROZEN.md); None for one trial at a time."""
+    if parallel == 1:
+        yield None
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if parallel > len(cpus):
+        raise LorafitError(f"search.parallel_trials={parallel}: this process may use only {len(cpus)} CPUs")
+    context = multiprocessing.get_context("spawn")  # no fork of a process that has torch's threads running
+    shares = context.Queue()
+    for share in (cpus[i::parallel] for i in range(parallel)):
+        shares.put(share)
+    with ProcessPoolExecutor(parallel, mp_context=context, initializer=_pin_worker, initargs=(shares,)) as pool:
+        yield TrialWorkers(pool, len(cpus) // parallel)
+
+
+def _pin_worker(shares) -> None:
+    os.sched_setaffinity(0, shares.get())
+    os.environ["TQDM_DISABLE"] = "1"  # parallel progress bars would interleave; the parent reports each trial
 
 
 def _check_space(recipe: Recipe, label_names: list[str]) -> None:
