@@ -149,6 +149,30 @@ def test_a_parallel_search_trains_each_batch_at_once_on_its_share_of_cores_repro
     assert started[2] >= max(finished[:2]) and started[3] >= max(finished[:2])
 
 
+def test_a_parallel_trial_is_pruned_against_the_trials_finished_before_its_batch(tiny_roberta, agnews_csv, tmp_path):
+    import optuna
+
+    from lorafit.search import _trial_in_worker
+
+    recipe = yaml.safe_load((RECIPES / "minilm-search.yaml").read_text())
+    recipe["model"]["name"] = str(tiny_roberta)
+    recipe["data"].update(train=str(agnews_csv), limit=160, validation_size=48, max_length=48)
+    recipe["training"]["epochs"] = 1
+    recipe["budget"]["max_trainable"] = 30_000
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    better = [
+        optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=1.0, intermediate_values={1: 1.0})
+        for _ in range(3)
+    ]  # three finished trials that scored 1.0 after epoch 1: the median pruner's start-up count
+    job = {"recipe": load_recipe(path).to_dict(), "metric": "accuracy", "direction": "maximize", "finished": better}
+    pruned = _trial_in_worker({**job, "run_dir": str(tmp_path / "pruned"), "prune": True})
+    assert pruned["state"] == "pruned" and "value" not in pruned and not (tmp_path / "pruned").exists()
+    kept = _trial_in_worker({**job, "run_dir": str(tmp_path / "kept"), "prune": False})
+    assert kept["state"] == "complete" and kept["value"] == kept["accuracy"] < 1.0
+    assert pruned["intermediate"] == kept["intermediate"] == {1: kept["accuracy"]}  # the parent reports these
+
+
 def test_search_rejects_an_unknown_key_before_training(tmp_path):
     recipe = yaml.safe_load((RECIPES / "minilm-search.yaml").read_text())
     recipe["search"]["space"] = {"training.learning_rat": {"low": 1e-4, "high": 1e-2}}
