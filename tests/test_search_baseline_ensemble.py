@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,16 +88,26 @@ def test_runs_with_other_heads_reload_to_their_own_metrics(head, tiny_roberta, a
             load_run(run_dir)
 
 
-def test_search_keeps_every_trial_in_budget_and_writes_the_best_recipe(tiny_roberta, agnews_csv, tmp_path):
+def tiny_search_recipe(tiny_roberta, agnews_csv, path: Path, **sections) -> Path:
+    """recipes/minilm-search.yaml on the tiny model, 160 AG News rows, one epoch and a 30,000 budget, its
+    sections updated with `sections`; written to `path`."""
     recipe = yaml.safe_load((RECIPES / "minilm-search.yaml").read_text())
     recipe["model"]["name"] = str(tiny_roberta)
     recipe["data"].update(train=str(agnews_csv), limit=160, validation_size=48, max_length=48)
     recipe["training"]["epochs"] = 1
     recipe["budget"]["max_trainable"] = 30_000
-    recipe["search"]["trials"] = 3
-    recipe["training"]["report_to"] = ["mlflow"]  # each trial is an MLflow run
-    path = tmp_path / "search.yaml"
+    for section, values in sections.items():
+        recipe[section].update(values)
     path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_search_keeps_every_trial_in_budget_and_writes_the_best_recipe(tiny_roberta, agnews_csv, tmp_path):
+    # each trial is an MLflow run
+    path = tiny_search_recipe(
+        tiny_roberta, agnews_csv, tmp_path / "search.yaml", search={"trials": 3}, training={"report_to": ["mlflow"]}
+    )
+    recipe = yaml.safe_load(path.read_text())
     out = lorafit("search", path, "--output-dir", tmp_path / "search")
     assert out.returncode == 0, out.stderr[-3000:]
     trials = pd.read_csv(tmp_path / "search" / "trials.csv")
@@ -123,14 +134,9 @@ def test_search_keeps_every_trial_in_budget_and_writes_the_best_recipe(tiny_robe
 def test_a_parallel_search_trains_each_batch_at_once_on_its_share_of_cores_reproducibly(
     tiny_roberta, agnews_csv, tmp_path
 ):
-    recipe = yaml.safe_load((RECIPES / "minilm-search.yaml").read_text())
-    recipe["model"]["name"] = str(tiny_roberta)
-    recipe["data"].update(train=str(agnews_csv), limit=160, validation_size=48, max_length=48)
-    recipe["training"].update(epochs=1, threads=None)
-    recipe["budget"]["max_trainable"] = 30_000
-    recipe["search"].update(trials=4, parallel_trials=2)
-    path = tmp_path / "search.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = tiny_search_recipe(
+        tiny_roberta, agnews_csv, tmp_path / "search.yaml", search={"trials": 4, "parallel_trials": 2}
+    )
     searches = []
     for attempt in ("first", "second"):
         out = lorafit("search", path, "--output-dir", tmp_path / attempt)
@@ -154,13 +160,7 @@ def test_a_parallel_trial_is_pruned_against_the_trials_finished_before_its_batch
 
     from lorafit.search import _trial_in_worker
 
-    recipe = yaml.safe_load((RECIPES / "minilm-search.yaml").read_text())
-    recipe["model"]["name"] = str(tiny_roberta)
-    recipe["data"].update(train=str(agnews_csv), limit=160, validation_size=48, max_length=48)
-    recipe["training"]["epochs"] = 1
-    recipe["budget"]["max_trainable"] = 30_000
-    path = tmp_path / "trial.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = tiny_search_recipe(tiny_roberta, agnews_csv, tmp_path / "trial.yaml")
     better = [
         optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=1.0, intermediate_values={1: 1.0})
         for _ in range(3)
