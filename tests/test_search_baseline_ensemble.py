@@ -153,6 +153,10 @@ def test_a_parallel_search_trains_each_batch_at_once_on_its_share_of_cores_repro
     started = [end - info["wall_seconds"] for end, info in zip(finished, infos)]
     assert started[1] < finished[0] and started[0] < finished[1]
     assert started[2] >= max(finished[:2]) and started[3] >= max(finished[:2])
+    many = f"search.parallel_trials={len(os.sched_getaffinity(0)) + 1}"
+    too_many = lorafit("search", path, "search.trials=64", many, "--output-dir", tmp_path / "too-many")
+    assert too_many.returncode == 2 and "this process may use only" in too_many.stderr
+    assert not (tmp_path / "too-many").exists() or not any((tmp_path / "too-many").iterdir())
 
 
 def test_a_parallel_trial_is_pruned_against_the_trials_finished_before_its_batch(tiny_roberta, agnews_csv, tmp_path):

@@ -3,7 +3,8 @@
 Each trial is a full `train` of the recipe with the sampled values. With `search.fill_budget`
 the trial's LoRA rank is the largest uniform rank that fits, otherwise a sampled rank above
 that is lowered to it, so no trial is ever over budget. Trials report their accuracy after
-every epoch and the median pruner stops the weak ones.
+every epoch and the median pruner stops the weak ones. With `search.parallel_trials`, trials train
+in batches at once, each in a worker process on its own share of the cores.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
                     study.tell(trial, state=TrialState.PRUNED)
                 else:
                     study.tell(trial, value)
-                print(f"trial {trial.number + 1}/{total}: {_outcome_line(row, metric)}", flush=True)
+                print(f"trial {trial.number + 1}/{total}: {_outcome_line(row)}", flush=True)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
         raise LorafitError(f"no trial of the search completed; see {folder}")
@@ -140,7 +141,7 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
     return SearchResult(folder, path, best.value, rows)
 
 
-def _outcome_line(row: dict, metric: str) -> str:
+def _outcome_line(row: dict) -> str:
     if row["state"] == "pruned":
         return f"pruned after {row['minutes']} min"
     return f"validation accuracy {row['accuracy']:.4f}, weighted F1 {row['f1']:.4f} ({row['minutes']} min)"
@@ -242,7 +243,7 @@ def trial_workers(parallel: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if parallel > len(cpus):
         raise LorafitError(f"search.parallel_trials={parallel}: this process may use only {len(cpus)} CPUs")
     context = multiprocessing.get_context("spawn")  # no fork of a process that has torch's threads running
@@ -254,7 +255,9 @@ def trial_workers(parallel: int):
 
 
 def _pin_worker(shares) -> None:
-    os.sched_setaffinity(0, shares.get())
+    share = shares.get()
+    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the share only sets the thread count
+        os.sched_setaffinity(0, share)
     os.environ["TQDM_DISABLE"] = "1"  # parallel progress bars would interleave; the parent reports each trial
 
 
