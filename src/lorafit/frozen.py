@@ -133,14 +133,16 @@ def frozen_states(
     batch_tokens: int = 8192,
     draw: int | None = None,
     seed: int = 0,
+    folder: Path | None = None,
 ) -> FrozenStates:
     """The hidden states entering `layer` for every example of a tokenized dataset, computed once
     (under bf16 autocast as in training when `bf16`) and kept in the cache under a key of the model,
     layer and token ids. Without `draw`, in eval mode: no dropout. Draw d runs the frozen layers'
-    dropout with masks fixed by `seed` and d; its key adds both and the dropout rates."""
+    dropout with masks fixed by `seed` and d; its key adds both and the dropout rates. `folder`:
+    states_folder's answer, when the caller has it already."""
     input_ids = dataset["input_ids"]
     dropout_seed = None if draw is None else int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
-    folder = states_folder(model, input_ids, layer, identity, draw, seed)
+    folder = folder or states_folder(model, input_ids, layer, identity, draw, seed)
     if (folder / "meta.json").is_file():
         return FrozenStates(folder)
     build_folder(folder, lambda staging: _compute(model, input_ids, layer, staging, bf16, batch_tokens, dropout_seed))
@@ -158,8 +160,8 @@ def states_folder(
 
 
 def ensure_room(hidden_size: int, wanted: list[tuple[Path, list]]) -> None:
-    """Fail before the first batch, not gigabytes in: the states of train-large.csv on a base-size
-    encoder take 4 GB per draw. `wanted`: (folder, token ids) of each store a run needs."""
+    """Fail before the first batch, not gigabytes in: a large dataset's states on a base-size encoder
+    take gigabytes per draw. `wanted`: (folder, token ids) of each store a run needs."""
     missing = [ids for folder, ids in wanted if not (folder / "meta.json").is_file()]
     needed = sum(len(row) for ids in missing for row in ids) * hidden_size * np.dtype(STATES_DTYPE).itemsize
     root = cache_root() / "frozen-states"

@@ -96,9 +96,10 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
     label_names = label_names_for_plan(recipe)
     _check_space(recipe, label_names)
     metric = recipe.training.metric_for_best
-    direction = "maximize" if BEST_METRICS[metric][1] else "minimize"
     study = optuna.create_study(
-        direction=direction, sampler=optuna.samplers.TPESampler(seed=recipe.training.seed), pruner=_pruner()
+        direction="maximize" if BEST_METRICS[metric][1] else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=recipe.training.seed),
+        pruner=_pruner(),
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     total = trials or recipe.search.trials
@@ -109,19 +110,11 @@ def run_search(recipe: Recipe, output_dir: str | None = None, trials: int | None
         while len(study.trials) < total and not (deadline and time.time() > deadline):
             # a batch is asked for before any of it is told: its sampling and pruning never depend on which
             # parallel trial finishes first, so a search is reproducible for a given parallel_trials
-            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             batch = [study.ask() for _ in range(min(parallel, total - len(study.trials)))]
-            jobs = [_trial_job(recipe, trial, label_names, folder, rows, workers) for trial in batch]
-            outcomes = _run_trials(jobs, workers, batch, finished, direction)
-            for trial, row, outcome in zip(batch, rows[-len(batch) :], outcomes):
-                for step, value in outcome.pop("intermediate", {}).items():
-                    trial.report(value, step)
-                value = outcome.pop("value", None)
-                row.update(outcome)
-                if value is None:
-                    study.tell(trial, state=TrialState.PRUNED)
-                else:
-                    study.tell(trial, value)
+            batch_rows, jobs = zip(*(_trial_job(recipe, trial, label_names, folder, workers) for trial in batch))
+            rows += batch_rows
+            for trial, row, outcome in zip(batch, batch_rows, _run_trials(jobs, batch, workers, study)):
+                _tell(study, trial, row, outcome)
                 print(f"trial {trial.number + 1}/{total}: {_outcome_line(row)}", flush=True)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
@@ -153,37 +146,47 @@ def _pruner():
     return optuna.pruners.MedianPruner(n_startup_trials=3)
 
 
-def _trial_job(recipe: Recipe, trial, label_names: list[str], folder: Path, rows: list[dict], workers) -> dict:
-    """The trial's sampled recipe, its row in trials.csv, and what a worker needs to train it."""
+def _trial_job(recipe: Recipe, trial, label_names: list[str], folder: Path, workers) -> tuple[dict, dict]:
+    """The trial's row in trials.csv, and what trains it: its sampled recipe and run directory."""
     values = suggest(trial, recipe.search.space)
     chosen, trainable = trial_recipe(recipe, values, label_names)
-    rows.append(
-        {
-            "trial": trial.number,
-            **{k: _plain(v) for k, v in values.items()},
-            "lora.r": chosen.lora.r,
-            "trainable": trainable,
-        }
-    )
+    row = {"trial": trial.number, **{k: _plain(v) for k, v in values.items()}, "lora.r": chosen.lora.r}
     trial.set_user_attr("recipe", chosen.to_dict())
     raw = chosen.to_dict()
     if workers is not None:  # each worker has its share of the cores, whatever the recipe says
         raw["training"]["threads"] = workers.threads
-    return {
+    job = {
         "recipe": raw,
         "run_dir": str(folder / f"trial-{trial.number:03d}"),
         "prune": recipe.search.prune,
         "metric": recipe.training.metric_for_best,
     }
+    return {**row, "trainable": trainable}, job
 
 
-def _run_trials(jobs: list[dict], workers, batch: list, finished: list, direction: str) -> list[dict]:
+def _run_trials(jobs: tuple[dict, ...], batch: list, workers, study) -> list[dict]:
     if workers is None:  # one at a time, in this process, reporting to the study itself
         return [_train_trial(job, trial) for job, trial in zip(jobs, batch)]
-    futures = [
-        workers.pool.submit(_trial_in_worker, {**job, "finished": finished, "direction": direction}) for job in jobs
-    ]
-    return [future.result() for future in futures]
+    from optuna.trial import TrialState
+
+    # the batch is running: finished are the trials told before it
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    context = {"finished": finished, "direction": study.direction}
+    return [future.result() for future in [workers.pool.submit(_trial_in_worker, {**job, **context}) for job in jobs]]
+
+
+def _tell(study, trial, row: dict, outcome: dict) -> None:
+    """The trial's outcome to its row and to the study (a worker's epoch values first)."""
+    from optuna.trial import TrialState
+
+    for step, value in outcome.pop("intermediate", {}).items():
+        trial.report(value, step)
+    value = outcome.pop("value", None)
+    row.update(outcome)
+    if value is None:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, value)
 
 
 def _trial_in_worker(job: dict) -> dict:

@@ -187,10 +187,14 @@ def reuse_frozen_layers(model, recipe: Recipe, speed: SpeedSettings, train_set, 
     the training rows once per dropout draw, the validation rows once without dropout."""
     identity = f"{model_identity(resolve_model_path(recipe.model.name))}|bf16={speed.bf16}"
     layer, seed = speed.frozen_layers_reused, recipe.training.seed
-    wanted = [(train_set, draw) for draw in range(speed.frozen_dropout_draws) or [None]] + [(validation_set, None)]
-    folders = [states_folder(model, part["input_ids"], layer, identity, draw, seed) for part, draw in wanted]
-    ensure_room(model.config.hidden_size, [(folder, part["input_ids"]) for folder, (part, _) in zip(folders, wanted)])
-    stored = [frozen_states(model, part, layer, identity, speed.bf16, draw=draw, seed=seed) for part, draw in wanted]
+    train_ids, validation_ids = train_set["input_ids"], validation_set["input_ids"]  # each column read once
+    wanted = [(train_ids, draw) for draw in range(speed.frozen_dropout_draws) or [None]] + [(validation_ids, None)]
+    folders = [states_folder(model, ids, layer, identity, draw, seed) for ids, draw in wanted]
+    ensure_room(model.config.hidden_size, [(folder, ids) for folder, (ids, _) in zip(folders, wanted)])
+    stored = [
+        frozen_states(model, {"input_ids": ids}, layer, identity, speed.bf16, draw=draw, seed=seed, folder=folder)
+        for folder, (ids, draw) in zip(folders, wanted)
+    ]
     return FrozenStatesDataset(train_set, stored[:-1]), FrozenStatesDataset(validation_set, stored[-1])
 
 
