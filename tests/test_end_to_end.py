@@ -75,6 +75,7 @@ def test_metrics_history_and_run_record_are_complete(tiny_run, tiny_roberta):
     assert run["versions"]["transformers"] and run["versions"]["peft"]
     assert run["speed"]["group_by_length"] and run["speed"]["dynamic_padding"] and run["speed"]["threads"] >= 1
     assert run["speed"]["allocator"] == "glibc"  # nothing preloaded
+    assert run["speed"]["last_layer_first_token"]  # RoBERTa's own head reads the first token alone
     tenths = run["speed"]["step_seconds_by_tenth"]
     assert len(tenths) == 10 and all(seconds > 0 for seconds in tenths)  # 22 steps: every tenth has some
 

@@ -265,6 +265,12 @@ class TrainingConfig(Section):
         description="under bf16 autocast, LoRA takes its layer's bf16 input as it is, not PEFT's fp32 copy that "
         "autocast casts back to bf16 for the matmul: one copy less per LoRA module (bench/CASTS.md)",
     )
+    last_layer_first_token: bool = Field(
+        True,
+        description="when the head reads only the first token (model.head linear or lora-dense, or the default "
+        "head of BERT, RoBERTa, MPNet, ELECTRA), compute the last layer for that token alone: the same "
+        "results, about 5/6 of that layer's work saved (bench/FIRST_TOKEN.md)",
+    )
     report_to: list[Literal["none", "tensorboard", "mlflow", "wandb"]] = Field(
         ["none"],
         description="experiment trackers (several allowed; pip install 'lorafit[tracking]'): tensorboard writes "

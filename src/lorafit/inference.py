@@ -14,6 +14,7 @@ from .config import recipe_from_dict
 from .data import examples_from_table, join_texts, read_source
 from .device import HALF_DTYPES, inference_path
 from .errors import LorafitError
+from .first_token import compute_last_layer_for_first_token
 from .heads import apply_head, frozen_head_weights, load_frozen_head_weights
 from .metrics import classification_metrics
 from .model import build_base_model, model_identity, resolve_model_path, run_model_name
@@ -49,10 +50,11 @@ def run_recipe(run_dir: Path, info: dict):
     return recipe_from_dict(raw, source=str(run_dir / rundir.RUN_JSON))
 
 
-def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -> LoadedRun:
+def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto", first_token: bool = True) -> LoadedRun:
     """The base model with the run's adapter and head; LoRA merged into the weights for speed,
     and bf16 where the hardware has bf16 units (precision='fp32' turns it off;
-    precision='int8' quantizes the merged linear layers instead, on a CPU)."""
+    precision='int8' quantizes the merged linear layers instead, on a CPU). The last layer computes
+    the first token alone where the head reads no more (`first_token=False`: the stock layer)."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -67,7 +69,7 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
         key = export_key(run_dir, model_identity(resolve_model_path(recipe.model.name)))
         graph = cached_graph(key, int8=path == "ort-int8")
         if not graph.is_file():  # exported once, from the merged fp32 model
-            merged = load_run(run_dir, merge=True, precision="fp32").model
+            merged = load_run(run_dir, merge=True, precision="fp32", first_token=False).model  # a stock graph
             graph = build_graph(merged, tokenizer, key, int8=path == "ort-int8")
         return LoadedRun(run_dir, onnx_classifier(graph), tokenizer, label_names, info, path=path)
     base = build_base_model(recipe.model, label_names)
@@ -87,6 +89,8 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto") -
     model = for_inference(adapted, merge, half)
     if int8:
         model = quantize_int8(model)
+    if first_token and recipe.training.last_layer_first_token:
+        compute_last_layer_for_first_token(model, recipe.model.head)
     autocast = half is not None and next(model.parameters()).dtype != half  # a half-precision model needs none
     return LoadedRun(run_dir, model, tokenizer, label_names, info, autocast=autocast, path=path)
 

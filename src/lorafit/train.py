@@ -32,6 +32,7 @@ from .device import (
     training_precision,
 )
 from .errors import LorafitError
+from .first_token import compute_last_layer_for_first_token
 from .frozen import (
     FrozenStatesDataset,
     collate_states,
@@ -85,6 +86,7 @@ def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSett
         tokenization_cache=recipe.data.cache_tokenized,
         cpu_dropout=recipe.training.cpu_dropout and device == "cpu",
         lora_inputs_in_bf16=recipe.training.lora_inputs_in_bf16 and precision == "bf16",
+        last_layer_first_token=recipe.training.last_layer_first_token,
         allocator=allocator_in_use(),
     )
 
@@ -170,15 +172,17 @@ def weighted_loss(weights: torch.Tensor):
     return loss
 
 
-def apply_speedups(model, speed: SpeedSettings):
+def apply_speedups(model, speed: SpeedSettings, head: str = "default"):
     """The model-level speed settings: cheap CPU dropout, frozen linear weights stored in bf16,
-    LoRA inputs left in bf16."""
+    LoRA inputs left in bf16, the last layer for the first token alone (where `head` reads no more)."""
     if speed.cpu_dropout:
         install_cpu_dropout(model)
     if speed.bf16 and speed.device == "cpu":
         cast_frozen_linears(model)
     if speed.lora_inputs_in_bf16:
         keep_lora_inputs_in_bf16(model)
+    if speed.last_layer_first_token:
+        speed.last_layer_first_token = compute_last_layer_for_first_token(model, head)
     return model
 
 
@@ -323,7 +327,8 @@ def build_trainer(
 
     set_seed(recipe.training.seed)  # the head's initialisation depends on it
     total_steps = optimizer_steps(recipe, len(splits.train))
-    model = apply_speedups(build_lora_model(recipe.model, recipe.lora, label_names, total_steps=total_steps), speed)
+    lora_model = build_lora_model(recipe.model, recipe.lora, label_names, total_steps=total_steps)
+    model = apply_speedups(lora_model, speed, recipe.model.head)
     if recipe.training.frozen_layers_dropout is False:
         switch_off_dropout_below(model, budget_plan.frozen_below)
     with args.main_process_first(local=False, desc="tokenizing"):  # one process writes the cache

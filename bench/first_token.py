@@ -1,0 +1,98 @@
+"""`make bench-first-token`: the last layer computed for the first token alone, against the stock layer.
+
+A first-token head reads token 0's final hidden state alone; `training.last_layer_first_token` (the
+default, lorafit.first_token) computes the last layer's keys and values for every token and the rest
+for token 0 only, the same numbers for the head (tests/test_first_token.py). The model and batches
+are bench/dropout.py's: all-mpnet-base-v2 with LoRA r=16 on every linear module of layers 8-11,
+recipes/mpnet-best.yaml's first-token head, lorafit's CPU dropout, batches of 16 AG News rows, training
+mode, forward and backward, in bf16 (where the CPU has bf16 units) and fp32. Steps of the whole model
+(as without `training.reuse_frozen_layers`) and of layers 8-11 fed with stored states (as with it).
+Both ways run the same batches, in turns step by step, in one process; the median step is reported.
+Writes bench/FIRST_TOKEN.md and bench/first_token.json (one table per CPU).
+"""
+# ruff: noqa: E402  (the bench's own folder first, for frozen.py's cache set-up)
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from dropout import BATCH_SIZE, median_steps, model_and_steps
+from frozen import WORK, fresh_cache
+
+from lorafit.device import ISA_CAP_NOTE, bf16_supported, cpu_label, training_precision
+from lorafit.first_token import compute_last_layer_for_first_token
+from lorafit.frozen import encoder_layers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(precision: str, steps: int) -> dict:
+    model, kinds = model_and_steps(precision)
+    last = encoder_layers(model)[-1]
+    stock = type(last)
+    assert compute_last_layer_for_first_token(model, "linear"), "MPNet's last layer should have a first-token form"
+    ways = {"stock": (last, stock), "first token": (last, type(last))}
+    return median_steps(
+        model, kinds, {way: _put(*layer_class) for way, layer_class in ways.items()}, steps, precision == "bf16"
+    )
+
+
+def _put(layer, cls):
+    return lambda: setattr(layer, "__class__", cls)
+
+
+def report(results: dict) -> str:
+    lines = [
+        "# The last layer for the first token alone",
+        "",
+        "Produced by `make bench-first-token` (`python bench/first_token.py`), one table per CPU. "
+        "all-mpnet-base-v2 with LoRA r=16 on every linear module of layers 8-11 (LoRA, hidden and attention "
+        f"dropout 0.1, lorafit's CPU dropout), its first-token head, batches of {BATCH_SIZE} AG News rows, training "
+        "mode, forward and backward. stock: the last layer computes every token; first token: "
+        "`training.last_layer_first_token` (the default) computes its keys and values for every token and the rest "
+        "for token 0, which is all the head reads (the same logits and gradients: tests/test_first_token.py). "
+        "Steps of the whole model (as without `training.reuse_frozen_layers`) and of layers 8-11 fed with stored "
+        "states (as with it). Both ways run the same batches, in turns step by step, in one process; the median of "
+        "each is reported. The last column is the whole-model step over the stored-states step, what reuse buys "
+        "per step (issue 13's goal: about 2×). " + ISA_CAP_NOTE,
+    ]
+    for cpu, by_precision in results["by_cpu"].items():
+        lines += ["", f"## {cpu}", ""]
+        lines += [
+            "| precision | step | last layer | median step ms | vs stock | whole model / stored states |",
+            "| --- | --- | --- | ---: | ---: | ---: |",
+        ]
+        for precision, by_kind in by_precision.items():
+            whole = by_kind["whole model"]
+            for kind, by_way in by_kind.items():
+                for way, seconds in by_way.items():
+                    ratio = f"{whole[way] / seconds:.2f}×" if kind != "whole model" else ""
+                    lines.append(
+                        f"| {precision} | {kind} | {way} | {1000 * seconds:.0f} | "
+                        f"{by_way['stock'] / seconds:.2f}× | {ratio} |"
+                    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="steps of each way and kind (after one warm-up)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite FIRST_TOKEN.md from first_token.json")
+    options = parser.parse_args()
+    out = ROOT / "bench" / "first_token.json"
+    results = json.loads(out.read_text()) if out.is_file() else {"by_cpu": {}}
+    if not options.report_only:
+        WORK.mkdir(parents=True, exist_ok=True)
+        os.environ["LORAFIT_CACHE"] = str(fresh_cache("first-token-"))  # the stored states start empty
+        precisions = ["bf16", "fp32"] if bf16_supported() else ["fp32"]
+        results["by_cpu"][cpu_label()] = {p: measure(training_precision(p, "cpu"), options.steps) for p in precisions}
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "bench" / "FIRST_TOKEN.md").write_text(report(results))
+    print((ROOT / "bench" / "FIRST_TOKEN.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
