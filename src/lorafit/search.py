@@ -9,8 +9,10 @@ in batches at once, each in a worker process on its own share of the cores.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -171,8 +173,24 @@ def _run_trials(jobs: tuple[dict, ...], batch: list, workers, study) -> list[dic
 
     # the batch is running: finished are the trials told before it
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if len(study.trials) == len(batch):  # the first batch: nothing is cached yet
+        prepare_frozen_states(jobs)
     context = {"finished": finished, "direction": study.direction}
     return [future.result() for future in [workers.pool.submit(_trial_in_worker, {**job, **context}) for job in jobs]]
+
+
+def prepare_frozen_states(jobs) -> None:
+    """The stored states the trials reuse, computed here on all of this process's cores before the
+    workers start: else every worker of the first batch computes the same states at once, each on its
+    share of the cores. Later trials find them in the cache."""
+    from .train import build_trainer
+
+    for job in jobs:
+        raw = copy.deepcopy(job["recipe"])
+        if raw["training"]["reuse_frozen_layers"]:
+            raw["training"].update(threads=None, report_to=["none"])  # all cores; no tracker run for this
+            with tempfile.TemporaryDirectory() as unused:  # nothing is written there: claim=False
+                build_trainer(recipe_from_dict(raw), Path(unused), claim=False)
 
 
 def _tell(study, trial, row: dict, outcome: dict) -> None:
