@@ -31,6 +31,7 @@ PIPELINES = {
     "reports": [
         "data.pad_to_max_length=true",
         "training.group_by_length=false",
+        "training.last_layer_first_token=false",
         "training.precision=fp32",
         "training.cpu_dropout=false",
     ],
@@ -93,9 +94,19 @@ def encoder_linear_params(model) -> tuple[int, int, int]:
     return weights, config.num_hidden_layers, config.hidden_size
 
 
-def forward_flops(lengths: list[int], weights: int, layers: int, hidden: int) -> float:
-    """2 FLOPs per weight per token, plus attention scores and mixing (4*s^2*d per layer)."""
-    return sum(2 * weights * s + 4 * layers * s * s * hidden for s in lengths)
+def forward_flops(lengths: list[int], weights: int, layers: int, hidden: int, first_token: bool = False) -> float:
+    """2 FLOPs per weight per token, plus attention scores and mixing (4*s^2*d per layer). With the last
+    layer computing the first token alone (lorafit.first_token), its other tokens count only their keys and
+    values (2*d^2 weights) and its attention one query row: the work done, not the work a stock layer does."""
+    skipped_weights = weights / layers - 2 * hidden * hidden if first_token else 0
+    skipped_scores = 1 if first_token else 0
+    return sum(
+        2 * weights * s
+        + 4 * layers * s * s * hidden
+        - 2 * skipped_weights * (s - 1)
+        - 4 * skipped_scores * (s * s - s) * hidden
+        for s in lengths
+    )
 
 
 def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch: int) -> dict:
@@ -152,7 +163,7 @@ def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch
     timed = lengths[2 : 2 + steps]  # batches of steps 3..N+2 (the dataloader may prefetch one more)
     weights, layers, hidden = encoder_linear_params(model)
     # frozen base weights need no weight gradients: the backward pass costs about one forward pass
-    flops = 2 * sum(forward_flops(b, weights, layers, hidden) for b in timed)
+    flops = 2 * sum(forward_flops(b, weights, layers, hidden, speed.last_layer_first_token) for b in timed)
     return {
         "examples_per_s": steps * batch / seconds,
         "gflops": flops / seconds / 1e9,
@@ -181,13 +192,15 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
     import torch
 
     from lorafit.config import load_recipe
+    from lorafit.first_token import BertFirstTokenLayer, MPNetFirstTokenLayer, compute_last_layer_for_first_token
+    from lorafit.frozen import encoder_layers
     from lorafit.inference import LoadedRun, for_inference, load_run, predict_proba
     from lorafit.model import build_lora_model, load_tokenizer
 
     texts = pd.read_csv(AGNEWS).text.tolist()[-rows:]
     merged = pipeline != "reports"
     if run_dir:
-        run = load_run(run_dir, merge=merged, precision="auto" if pipeline == "lorafit" else "fp32")
+        run = load_run(run_dir, merge=merged, precision="auto" if pipeline == "lorafit" else "fp32", first_token=merged)
     else:  # an untrained adapter on random roberta-base weights: speed only
         recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides(model_key, pipeline, 100, 32))
         bf16 = pipeline == "lorafit" and bf16_supported()
@@ -204,6 +217,9 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
             {"recipe": recipe.to_dict()},
             path="bf16" if bf16 else "fp32",
         )
+        if merged:  # as load_run does
+            compute_last_layer_for_first_token(run.model, recipe.model.head)
+    first_token = isinstance(encoder_layers(run.model)[-1], (BertFirstTokenLayer, MPNetFirstTokenLayer))
     start = time.perf_counter()
     if pipeline == "reports":
         probabilities = reports_predict(run, texts)
@@ -212,7 +228,7 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
     seconds = time.perf_counter() - start
     np.save(WORK / f"predictions-{model_key}-{pipeline}.npy", probabilities)
     weights, layers, hidden = encoder_linear_params(run.model)
-    flops = forward_flops(inference_lengths(run.tokenizer, texts, pipeline), weights, layers, hidden)
+    flops = forward_flops(inference_lengths(run.tokenizer, texts, pipeline), weights, layers, hidden, first_token)
     return {
         "examples_per_s": rows / seconds,
         "gflops": flops / seconds / 1e9,
@@ -560,7 +576,8 @@ def kind_section(kind: str, r: dict) -> list[str]:
         "",
         "Achieved FLOP/s counts 2 FLOPs per encoder weight per computed token (padding included) "
         "plus attention, times 2 for training (frozen weights need no weight gradients), against the "
-        "matmul peak of the precision used. " + peaks_of(r["training"]),
+        "matmul peak of the precision used; where the last layer computes the first token alone "
+        "(`training.last_layer_first_token`), only the work it does. " + peaks_of(r["training"]),
         "",
         *profiles(r["training"]),
         "### Peak training memory against training rows (MiniLM, lorafit)",
