@@ -98,15 +98,11 @@ def forward_flops(lengths: list[int], weights: int, layers: int, hidden: int, fi
     """2 FLOPs per weight per token, plus attention scores and mixing (4*s^2*d per layer). With the last
     layer computing the first token alone (lorafit.first_token), its other tokens count only their keys and
     values (2*d^2 weights) and its attention one query row: the work done, not the work a stock layer does."""
-    skipped_weights = weights / layers - 2 * hidden * hidden if first_token else 0
-    skipped_scores = 1 if first_token else 0
-    return sum(
-        2 * weights * s
-        + 4 * layers * s * s * hidden
-        - 2 * skipped_weights * (s - 1)
-        - 4 * skipped_scores * (s * s - s) * hidden
-        for s in lengths
-    )
+
+    def skipped(s: int) -> float:  # the last layer's other tokens: all but their keys and values, attention rows
+        return 2 * (weights / layers - 2 * hidden * hidden) * (s - 1) + 4 * (s * s - s) * hidden
+
+    return sum(2 * weights * s + 4 * layers * s * s * hidden - (skipped(s) if first_token else 0) for s in lengths)
 
 
 def measure_training(model_key: str, pipeline: str, rows: int, steps: int, batch: int) -> dict:
@@ -192,8 +188,7 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
     import torch
 
     from lorafit.config import load_recipe
-    from lorafit.first_token import BertFirstTokenLayer, MPNetFirstTokenLayer, compute_last_layer_for_first_token
-    from lorafit.frozen import encoder_layers
+    from lorafit.first_token import compute_last_layer_for_first_token, computes_first_token_only
     from lorafit.inference import LoadedRun, for_inference, load_run, predict_proba
     from lorafit.model import build_lora_model, load_tokenizer
 
@@ -219,7 +214,7 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
         )
         if merged:  # as load_run does
             compute_last_layer_for_first_token(run.model, recipe.model.head)
-    first_token = isinstance(encoder_layers(run.model)[-1], (BertFirstTokenLayer, MPNetFirstTokenLayer))
+    first_token = computes_first_token_only(run.model)
     start = time.perf_counter()
     if pipeline == "reports":
         probabilities = reports_predict(run, texts)

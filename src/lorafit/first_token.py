@@ -105,9 +105,13 @@ def why_every_token(model: nn.Module, head: str) -> str | None:
     """Why the last layer must compute every token, or None when token 0 alone will do."""
     if not reads_first_token_only(model.config.model_type, head):
         return f"model.head={head} reads more than the first token"
-    if _layout(encoder_layers(model)[-1]) is None:
-        return f"lorafit knows no first-token form of {type(encoder_layers(model)[-1]).__name__}"
-    return None
+    last = encoder_layers(model)[-1]
+    return None if _layout(last) else f"lorafit knows no first-token form of {type(last).__name__}"
+
+
+def computes_first_token_only(model: nn.Module) -> bool:
+    """Whether the model's last layer runs in its first-token form."""
+    return isinstance(encoder_layers(model)[-1], (BertFirstTokenLayer, MPNetFirstTokenLayer))
 
 
 def compute_last_layer_for_first_token(model: nn.Module, head: str) -> bool:
@@ -115,8 +119,7 @@ def compute_last_layer_for_first_token(model: nn.Module, head: str) -> bool:
     names) when `head` reads only the first token. Returns whether it did (False: left as it is)."""
     if why_every_token(model, head):
         return False
-    layer = encoder_layers(model)[-1]
-    mixin = _layout(layer)
-    if not isinstance(layer, mixin):
-        layer.__class__ = _with(mixin, type(layer))
+    if not computes_first_token_only(model):
+        last = encoder_layers(model)[-1]
+        last.__class__ = _with(_layout(last), type(last))
     return True
