@@ -236,7 +236,7 @@ def measure_inference(model_key: str, pipeline: str, rows: int, run_dir: str | N
 def inference_lengths(tokenizer, texts: list[str], pipeline: str) -> list[int]:
     """The padded length each text is computed at: 256 in the reports' pipeline; otherwise its batch's
     longest text rounded up to 8, in predict_proba's batches (the same calls, so the same batches)."""
-    from lorafit.inference import length_batches
+    from lorafit.data import length_batches
 
     if pipeline == "reports":
         return [256] * len(texts)

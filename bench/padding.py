@@ -17,8 +17,10 @@ from 8 to 128, or multiples of 8 or 16; tokens per second and the process's peak
 
 A third (`--evaluation`, minutes) times the validation pass: `trainer.evaluate()` of
 recipes/mpnet-best.yaml on 96, 600 and 2,000 validation rows of train.csv, with the stock Trainer's
-evaluation order (length groups shuffled in groups of up to 50 batches) and with lorafit's (longest
-first), in turns in one process; the best of the rounds, and the token slots each order pads to.
+evaluation order (length groups shuffled in groups of up to 50 batches), with lorafit's order (longest
+first) in batches of 64 rows, and with lorafit's default batches (longest first, at most 4,096 padded
+tokens and 64 rows: `training.eval_batch_tokens`), in turns in one process; the best of the rounds, and
+the token slots each way pads to.
 
     python bench/padding.py [--multiples 1 8 16] [--shapes] [--evaluation] [--report-only]
 
@@ -120,18 +122,21 @@ def evaluation(rounds: int = 2) -> dict:
         recipe = load_recipe(BENCH.parent / "recipes" / "mpnet-best.yaml", overrides)
         pipeline = build_trainer(recipe, WORK / "evaluation-run", claim=False)
         trainer, lorafit_order = pipeline.trainer, pipeline.trainer._get_eval_sampler
-        orders = {"stock": functools.partial(Trainer._get_eval_sampler, trainer), "lorafit": lorafit_order}
-        seconds, accuracy = {name: [] for name in orders}, {}
+        stock_order = functools.partial(Trainer._get_eval_sampler, trainer)
+        # way -> (evaluation sampler, training.eval_batch_tokens)
+        ways = {"stock": (stock_order, None), "longest first": (lorafit_order, None)}
+        ways["longest first, ≤ 4,096 tokens"] = (lorafit_order, 4096)
+        seconds, accuracy = {name: [] for name in ways}, {}
         with pipeline.layers_used:
             for _ in range(rounds + 1):  # the first round warms up and is not counted
-                for name, order in orders.items():
-                    trainer._get_eval_sampler = order
+                for name, (order, tokens) in ways.items():
+                    trainer._get_eval_sampler, trainer.eval_batch_tokens = order, tokens
                     start = time.perf_counter()
                     accuracy[name] = trainer.evaluate()["eval_accuracy"]
                     seconds[name].append(time.perf_counter() - start)
         out[str(rows)] = {}
-        for name, order in orders.items():
-            trainer._get_eval_sampler = order
+        for name, (order, tokens) in ways.items():
+            trainer._get_eval_sampler, trainer.eval_batch_tokens = order, tokens
             out[str(rows)][name] = {"seconds": min(seconds[name][1:]), "slots": padded_slots(trainer)}
             out[str(rows)][name]["accuracy"] = accuracy[name]
         print(rows, json.dumps(out[str(rows)]), flush=True)
@@ -148,10 +153,11 @@ def evaluation_table(results: dict) -> list[str]:
         "",
         "`trainer.evaluate()` of recipes/mpnet-best.yaml (frozen layers 0-2 reused, batches of 64 rows padded to a "
         "multiple of 16) on validation rows of train.csv, the stock Trainer's order (lengths grouped within "
-        "shuffled groups of up to 50 batches) against lorafit's (longest first), in turns in one process, the "
-        f"best of two passes after a warm-up. CPU: {cpu_label(results['evaluation_cpu'])}.",
+        "shuffled groups of up to 50 batches), lorafit's order (longest first) in the same batches, and lorafit's "
+        "default batches (longest first, at most 4,096 tokens once padded: `training.eval_batch_tokens`), in "
+        f"turns in one process, the best of two passes after a warm-up. CPU: {cpu_label(results['evaluation_cpu'])}.",
         "",
-        "| validation rows | order | padded token slots | seconds | vs stock | accuracy |",
+        "| validation rows | order and batches | padded token slots | seconds | vs stock | accuracy |",
         "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for rows, by_order in results["evaluation"].items():
@@ -204,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--multiples", nargs="+", type=int, default=[1, 8, 16])
     parser.add_argument("--shapes", action="store_true", help="only the quick measurement of tensor shapes")
-    parser.add_argument("--evaluation", action="store_true", help="only the validation pass in two orders")
+    parser.add_argument("--evaluation", action="store_true", help="only the validation pass, three ways")
     parser.add_argument("--shapes-child", choices=list(SHAPES), help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true", help="rewrite PADDING.md from padding.json")
     args = parser.parse_args()

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 from conftest import RECIPES, ROOT
 
@@ -11,7 +12,7 @@ from lorafit.data import cache_root, load_examples, tokenize
 from lorafit.device import FASTEST_CPU_PATH, bf16_supported, cpu_kind, inference_path, training_precision
 from lorafit.errors import LorafitError
 from lorafit.model import load_tokenizer
-from lorafit.train import build_trainer, speed_settings, training_arguments
+from lorafit.train import build_trainer, evaluation_order, speed_settings, training_arguments
 
 
 class CountingTokenizer:
@@ -92,7 +93,7 @@ def test_training_batches_pad_to_a_multiple_when_asked(tiny_roberta, agnews_csv,
 
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["tokens", "stored-states"])
-def test_validation_rows_are_evaluated_longest_first(tiny_roberta, agnews_csv, tmp_path, reuse):
+def test_validation_rows_go_longest_first_in_token_budgeted_batches(tiny_roberta, agnews_csv, tmp_path, reuse):
     recipe = load_recipe(
         RECIPES / "quickstart.yaml",
         [
@@ -104,15 +105,23 @@ def test_validation_rows_are_evaluated_longest_first(tiny_roberta, agnews_csv, t
     trainer = build_trainer(recipe, tmp_path, claim=False).trainer
     lengths = [len(ids) for ids in trainer.eval_dataset.input_ids] if reuse else None
     lengths = lengths or [len(ids) for ids in trainer.eval_dataset["input_ids"]]
-    order = list(trainer._get_eval_sampler(trainer.eval_dataset))
-    assert sorted(order) == list(range(100))  # every row once
-    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
-    widths = [batch["attention_mask"].shape[1] for batch in trainer.get_eval_dataloader()]
-    assert widths == [max(lengths[i] for i in order[at : at + 16]) for at in range(0, 100, 16)]
+    budget = 12 * sorted(lengths)[50]  # about 12 middling rows: long rows come in smaller batches
+    slots = {}
+    for tokens in (None, budget):
+        trainer.eval_batch_tokens = tokens
+        order = evaluation_order(trainer, trainer.eval_dataset)
+        assert sorted(order) == list(range(100))  # every row once
+        assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
+        batches = [batch["attention_mask"].shape for batch in trainer.get_eval_dataloader()]
+        assert sum(rows for rows, _ in batches) == 100 and max(rows for rows, _ in batches) <= 16
+        starts = np.cumsum([0] + [rows for rows, _ in batches])
+        assert [width for _, width in batches] == [lengths[order[at]] for at in starts[:-1]]  # padded to the longest
+        slots[tokens] = sum(rows * width for rows, width in batches)
+    assert all(rows * width <= budget or rows == 1 for rows, width in batches)
+    assert len(batches) > 7 and slots[budget] < slots[None]  # 16-row batches: 7, more padding
     # the stock sampler shuffles groups of batches: on 100 rows it pads more
     stock = list(super(type(trainer), trainer)._get_eval_sampler(trainer.eval_dataset))
-    stock_slots = sum(16 * max(lengths[i] for i in stock[at : at + 16]) for at in range(0, 100, 16))
-    assert sum(16 * width for width in widths) < stock_slots
+    assert sum(16 * max(lengths[i] for i in stock[at : at + 16]) for at in range(0, 100, 16)) > slots[None]
 
 
 def test_precision_setting():

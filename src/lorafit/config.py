@@ -216,6 +216,13 @@ class TrainingConfig(Section):
     epochs: float = Field(3, gt=0, description="number of passes over the training data")
     batch_size: int = Field(32, gt=0, description="training examples per device and step")
     eval_batch_size: int = Field(64, gt=0, description="examples per evaluation batch")
+    eval_batch_tokens: int | None = Field(
+        4096,
+        gt=0,
+        description="with group_by_length, evaluation batches also hold at most this many tokens once padded to "
+        "their longest row, so a few long rows do not pad a whole batch (bench/PADDING.md); null: "
+        "eval_batch_size rows whatever their length",
+    )
     gradient_accumulation_steps: int = Field(1, gt=0, description="steps whose gradients are summed before an update")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     scheduler: Scheduler = Field("cosine", description="learning rate schedule")

@@ -308,6 +308,23 @@ def filter_by_length(examples: Examples, lengths: np.ndarray, percentiles: list[
     return kept
 
 
+def length_batches(lengths, max_tokens: int, max_rows: int, longest_first: bool = False) -> list[np.ndarray]:
+    """Row indices in batches of similar length, shortest rows first (or longest first), each at most
+    `max_tokens` once padded (or a single row) and at most `max_rows` long, so that one long text does
+    not pad a whole batch."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths if longest_first else lengths, kind="stable")
+    batches, start = [], 0
+    for end in range(1, len(order) + 1):
+        widest = max(lengths[order[start]], lengths[order[end - 1]])
+        if end - start > 1 and ((end - start) * widest > max_tokens or end - start > max_rows):
+            batches.append(order[start : end - 1])
+            start = end - 1
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
 @dataclass
 class Splits:
     train: Examples

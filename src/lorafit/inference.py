@@ -11,7 +11,7 @@ import torch
 
 from . import rundir
 from .config import recipe_from_dict
-from .data import examples_from_table, join_texts, read_source
+from .data import examples_from_table, join_texts, length_batches, read_source
 from .device import HALF_DTYPES, inference_path
 from .errors import LorafitError
 from .first_token import compute_last_layer_for_first_token
@@ -176,21 +176,6 @@ def padded(encoded, rows: np.ndarray, pad_token_id: int, multiple: int = 8) -> d
             array[j, : len(encoded[key][i])] = encoded[key][i]
         batch[key] = torch.from_numpy(array)
     return batch
-
-
-def length_batches(lengths: list[int], max_tokens: int, max_rows: int) -> list[np.ndarray]:
-    """Row indices in batches of similar length, each at most `max_tokens` once padded (or a
-    single row) and at most `max_rows` long, so that one long text does not pad a whole batch."""
-    order = np.argsort(lengths, kind="stable")
-    batches, start = [], 0
-    for end in range(1, len(order) + 1):
-        longest = lengths[order[end - 1]]
-        if end - start > 1 and ((end - start) * longest > max_tokens or end - start > max_rows):
-            batches.append(order[start : end - 1])
-            start = end - 1
-    if start < len(order):
-        batches.append(order[start:])
-    return batches
 
 
 def load_runs(run_dirs: list[str], merge: bool = True, precision: str = "auto") -> list[LoadedRun]:

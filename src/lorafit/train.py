@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import BatchRebalanceSampler
 
 from . import rundir
 from .budget import Plan, plan
 from .card import write_card
 from .choices import BEST_METRICS, HALF_PRECISIONS
 from .config import Recipe
-from .data import flat_text, prepare_splits, tokenize
+from .data import flat_text, length_batches, prepare_splits, tokenize
 from .device import (
     SpeedSettings,
     allocator_in_use,
@@ -273,22 +274,46 @@ class Pipeline:
 
 
 class LorafitTrainer(Trainer):
-    """The Trainer, evaluating the validation rows longest first when batches are grouped by length.
-    Evaluation needs no random order, and the stock evaluation sampler shuffles groups of up to 50
-    batches: a validation set of a few batches gets no grouping at all, so every batch was padded to
-    about its longest row (bench/PADDING.md, "Evaluation order")."""
+    """The Trainer, evaluating the validation rows longest first, in batches of at most
+    `eval_batch_tokens` padded tokens, when batches are grouped by length. Evaluation needs no random
+    order, and the stock evaluation sampler shuffles groups of up to 50 batches: a validation set of a
+    few batches gets no grouping at all, so every batch was padded to about its longest row
+    (bench/PADDING.md, "Evaluation order")."""
+
+    def __init__(self, *args, eval_batch_tokens: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_batch_tokens = eval_batch_tokens
 
     def _get_eval_sampler(self, eval_dataset):
         if eval_dataset is None or self.args.train_sampling_strategy != "group_by_length":
             return super()._get_eval_sampler(eval_dataset)
-        return longest_first(eval_dataset)
+        lengths = token_counts(eval_dataset)
+        if self.eval_batch_tokens and self.args.world_size == 1:
+            return EvaluationBatches(lengths, self.eval_batch_tokens, self.args.eval_batch_size)
+        # several processes each take a share of one row order, in batches the Trainer makes
+        return np.argsort(-np.array(lengths), kind="stable").tolist()
 
 
-def longest_first(dataset) -> list[int]:
-    """Row indices by token count, longest first; equal lengths keep their order."""
+class EvaluationBatches(BatchRebalanceSampler):
+    """Validation rows longest first, in batches of at most `max_tokens` padded tokens and `max_rows`
+    rows. A BatchRebalanceSampler only because that is the kind the Trainer gives its DataLoader as a
+    batch sampler; iterating `rows` gives the evaluation order."""
+
+    def __init__(self, lengths: list[int], max_tokens: int, max_rows: int):
+        self.batches = [batch.tolist() for batch in length_batches(lengths, max_tokens, max_rows, longest_first=True)]
+        self.rows = [row for batch in self.batches for row in batch]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def token_counts(dataset) -> list[int]:
     # the stored-states dataset keeps the token ids as an attribute; a datasets.Dataset as a column
     ids = dataset.input_ids if isinstance(dataset, FrozenStatesDataset) else dataset["input_ids"]
-    return np.argsort(-np.array([len(row) for row in ids]), kind="stable").tolist()
+    return [len(row) for row in ids]
 
 
 def build_trainer(
@@ -362,6 +387,7 @@ def build_trainer(
         data_collator=collator,
         compute_metrics=outputs,
         callbacks=callbacks,
+        eval_batch_tokens=recipe.training.eval_batch_tokens,
     )
     # The classification heads take **kwargs but return a per-batch mean: told they handle
     # num_items_in_batch, the Trainer would skip its division by gradient_accumulation_steps and
@@ -429,6 +455,8 @@ def validation_logits(trainer, validation_set):
 def evaluation_order(trainer, validation_set) -> list[int]:
     """The row order of the Trainer's evaluation outputs (longest first with group_by_length)."""
     sampler = trainer._get_eval_sampler(validation_set)
+    if isinstance(sampler, EvaluationBatches):
+        return sampler.rows
     return list(sampler) if sampler is not None else list(range(len(validation_set)))
 
 
