@@ -573,6 +573,7 @@ def kind_section(kind: str, r: dict) -> list[str]:
         "plus attention, times 2 for training (frozen weights need no weight gradients), against the "
         "matmul peak of the precision used; where the last layer computes the first token alone "
         "(`training.last_layer_first_token`), only the work it does. " + peaks_of(r["training"]),
+        *same_settings_note(m),
         "",
         *profiles(r["training"]),
         "### Peak training memory against training rows (MiniLM, lorafit)",
@@ -627,11 +628,23 @@ def kind_section(kind: str, r: dict) -> list[str]:
     lines += [
         "",
         f"Mean accuracy difference: {gap:+.2f} points. "
-        f"lorafit's predictions (merged, bf16) agree with the unmerged fp32 model's on "
+        f"lorafit's predictions (merged, {'bf16' if r['inference']['minilm/lorafit']['bf16'] else 'fp32'}) "
+        "agree with the unmerged fp32 model's on "
         f"{100 * r['agreement']:.2f}% of a 2,000-row slice.",
         "",
     ]
     return lines + int8(r) + serving(r) + goals(r)
+
+
+def same_settings_note(machine: dict) -> list[str]:
+    """Without bf16 units the default path is fp32, so two rows per model measure one setting twice."""
+    if machine["bf16_units"]:
+        return []
+    return [
+        "",
+        "This CPU has no bf16 units, so lorafit's default runs fp32: **lorafit** and **lorafit-fp32** are the "
+        "same settings measured twice, and their difference is this host's run-to-run noise over 8 steps.",
+    ]
 
 
 def peaks_of(table: dict) -> str:
