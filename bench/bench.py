@@ -628,12 +628,16 @@ def kind_section(kind: str, r: dict) -> list[str]:
     lines += [
         "",
         f"Mean accuracy difference: {gap:+.2f} points. "
-        f"lorafit's predictions (merged, {'bf16' if r['inference']['minilm/lorafit']['bf16'] else 'fp32'}) "
+        f"lorafit's predictions (merged, {precision_of(r['inference']['minilm/lorafit'])}) "
         "agree with the unmerged fp32 model's on "
         f"{100 * r['agreement']:.2f}% of a 2,000-row slice.",
         "",
     ]
     return lines + int8(r) + serving(r) + goals(r)
+
+
+def precision_of(row: dict) -> str:
+    return "bf16" if row["bf16"] else "fp32"
 
 
 def same_settings_note(machine: dict) -> list[str]:
@@ -652,7 +656,7 @@ def peaks_of(table: dict) -> str:
     found = {"fp32": set(), "bf16": set()}
     for row in table.values():
         if "peak_gflops" in row:
-            found["bf16" if row["bf16"] else "fp32"].add(round(row["peak_gflops"]))
+            found[precision_of(row)].add(round(row["peak_gflops"]))
     named = [f"{name} {' / '.join(map(str, sorted(v)))}" for name, v in found.items() if v]
     return f"Peaks of this table's run: {', '.join(named)} GFLOP/s." if named else ""
 
@@ -661,7 +665,7 @@ def int8(r: dict) -> list[str]:
     if "int8" not in r:
         return []
     q = r["int8"]
-    default = "bf16" if q["auto"]["bf16"] else "fp32"
+    default = precision_of(q["auto"])
     lines = [
         "### CPU int8 inference",
         "",
