@@ -10,10 +10,11 @@ Measured as bench/allocator.py's window: recipes/mpnet-best.yaml (all-mpnet-base
 3-11, frozen layers 0-2 reused, bf16 where the CPU has bf16 units) on 9,600 rows of train-large.csv,
 the wall, user and system seconds of training steps 50-150 and the memory at step 150.
 
-A second, quick measurement (`--shapes`, seconds) isolates the cause: one bf16-autocast forward and
-backward pass through two base-size layers' linear modules with frozen bf16 weights and LoRA r=8 (no
-model, no data), batches of 32 rows at widths drawn from one set per process: one width, every width
-from 8 to 128, or multiples of 8 or 16; tokens per second and the process's peak memory.
+A second, quick measurement (`--shapes`, seconds) isolates the cause: one forward and backward pass
+through two base-size layers' linear modules with frozen weights and LoRA r=8 (no model, no data), in the
+precision lorafit trains in on this CPU (bf16 autocast with bf16 weights where it has bf16 units, else
+fp32), batches of 32 rows at widths drawn from one set per process: one width, every width from 8 to
+128, or multiples of 8 or 16; tokens per second and the process's peak memory.
 
 A third (`--evaluation`, minutes) times the validation pass: `trainer.evaluate()` of
 recipes/mpnet-best.yaml on 96, 600 and 2,000 validation rows of train.csv, with the stock Trainer's
@@ -24,7 +25,8 @@ the token slots each way pads to.
 
     python bench/padding.py [--multiples 1 8 16] [--shapes] [--evaluation] [--report-only]
 
-Writes bench/padding.json and bench/PADDING.md.
+Writes bench/padding.json and bench/PADDING.md: one section per kind of CPU (`lorafit.device.cpu_kind`), each
+measurement replacing only its own table in its kind's section.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import time
 import torch
 from allocator import BENCH, WINDOW, WORK, window, window_table
 
-from lorafit.device import cpu_info, cpu_label
+from lorafit.device import bf16_supported, cpu_info, cpu_kind, cpu_label
 
 SHAPES = {
     "one width (68)": [68],
@@ -53,20 +55,20 @@ AGNEWS = BENCH.parent.parent / "shared" / "data" / "ag_news" / "train.csv"
 VALIDATION_ROWS = (96, 600, 2000)
 
 
-def lora_linears(count: int = 2) -> list:
-    """`count` layers' q, k, v, o, ffn_in, ffn_out: frozen bf16 weights and a trainable rank-8 pair each."""
+def lora_linears(frozen_dtype: torch.dtype, count: int = 2) -> list:
+    """`count` layers' q, k, v, o, ffn_in, ffn_out: frozen weights and a trainable rank-8 pair each."""
     sizes = [(HIDDEN, HIDDEN)] * 4 + [(HIDDEN, FFN), (FFN, HIDDEN)]
     modules = []
     for fan_in, fan_out in sizes * count:
-        frozen = torch.nn.Linear(fan_in, fan_out).bfloat16().requires_grad_(False)
+        frozen = torch.nn.Linear(fan_in, fan_out).to(frozen_dtype).requires_grad_(False)
         down, up = torch.nn.Linear(fan_in, RANK, bias=False), torch.nn.Linear(RANK, fan_out, bias=False)
         modules.append((frozen, down, up))
     return modules
 
 
-def shapes_pass(modules: list, width: int) -> None:
+def shapes_pass(modules: list, width: int, bf16: bool) -> None:
     hidden = torch.randn(ROWS, width, HIDDEN, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for frozen, down, up in modules:
             inner = frozen(hidden) + up(down(hidden))
             hidden = torch.nn.functional.gelu(inner) if inner.shape[-1] == FFN else inner
@@ -77,13 +79,14 @@ def shapes_pass(modules: list, width: int) -> None:
 def shapes_child(name: str) -> None:
     """One set of widths in this process: prints tokens/s and peak RSS as JSON."""
     torch.manual_seed(0)
-    modules, widths, draw = lora_linears(), SHAPES[name], random.Random(0)
+    bf16 = bf16_supported()  # as lorafit trains here: without bf16 units, fp32
+    modules, widths, draw = lora_linears(torch.bfloat16 if bf16 else torch.float32), SHAPES[name], random.Random(0)
     for width in widths[:20]:  # warm-up: the kernels for the first widths
-        shapes_pass(modules, width)
+        shapes_pass(modules, width, bf16)
     tokens, start = 0, time.perf_counter()
     for _ in range(150):
         width = draw.choice(widths)
-        shapes_pass(modules, width)
+        shapes_pass(modules, width, bf16)
         tokens += ROWS * width
     seconds = time.perf_counter() - start
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
@@ -147,20 +150,65 @@ def padded_slots(trainer) -> int:
     return sum(batch["attention_mask"].numel() for batch in trainer.get_eval_dataloader())
 
 
-def evaluation_table(results: dict) -> list[str]:
+def window_lines(entry: dict) -> list[str]:
+    return [
+        "### Training steps (`python bench/padding.py`)",
+        "",
+        "`lorafit train recipes/mpnet-best.yaml model.head=mean` on 9,600 rows of train-large.csv "
+        "(all-mpnet-base-v2, LoRA on layers 3-11, frozen layers 0-2 reused, bf16 where the CPU has bf16 units, "
+        f"else fp32), once per `training.pad_to_multiple_of`, one after the other; training steps {WINDOW[0]}-"
+        f"{WINDOW[1]} (the same batches in every run). CPU: {cpu_label(entry['cpu'])}.",
+        "",
+        *window_table(entry["window"], "1", "pad_to_multiple_of"),
+        "",
+    ]
+
+
+def shapes_lines(entry: dict) -> list[str]:
+    base = entry["shapes"]["one width (68)"]["tokens_per_s"]
+    how = (
+        "frozen bf16 weights, LoRA r=8), forward and backward under bf16 autocast"
+        if entry.get("shapes_precision", "bf16") == "bf16"
+        else "frozen fp32 weights, LoRA r=8), forward and backward in fp32 (this CPU has no bf16 units)"
+    )
+    return [
+        "### What the shapes cost (`python bench/padding.py --shapes`)",
+        "",
+        f"Two base-size layers' linear modules ({how}, 150 batches of 32 rows at widths drawn from each set, one "
+        "process per set, the sets in turn twice (the best tokens/s of the two). CPU: "
+        f"{cpu_label(entry['shapes_cpu'])}.",
+        "",
+        "| widths | tokens/s | vs one width | peak RSS MB |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| {name} | {r['tokens_per_s']} | {r['tokens_per_s'] / base:.2f}× | {r['peak_rss_mb']} |"
+            for name, r in entry["shapes"].items()
+        ),
+        "",
+    ]
+
+
+def evaluation_lines(entry: dict) -> list[str]:
+    token_batches = any(len(by_order) > 2 for by_order in entry["evaluation"].values())  # measured since 13ef40d
     lines = [
-        "## Evaluation order (`python bench/padding.py --evaluation`)",
+        "### Evaluation order (`python bench/padding.py --evaluation`)",
         "",
         "`trainer.evaluate()` of recipes/mpnet-best.yaml (frozen layers 0-2 reused, batches of 64 rows padded to a "
         "multiple of 16) on validation rows of train.csv, the stock Trainer's order (lengths grouped within "
-        "shuffled groups of up to 50 batches), lorafit's order (longest first) in the same batches, and lorafit's "
-        "default batches (longest first, at most 4,096 tokens once padded: `training.eval_batch_tokens`), in "
-        f"turns in one process, the best of two passes after a warm-up. CPU: {cpu_label(results['evaluation_cpu'])}.",
+        "shuffled groups of up to 50 batches), lorafit's order (longest first) in the same batches"
+        + (
+            ", and lorafit's default batches (longest first, at most 4,096 tokens once padded: "
+            "`training.eval_batch_tokens`)"
+            if token_batches
+            else ""
+        )
+        + ", in turns in one process, the best of two passes after a warm-up. "
+        f"CPU: {cpu_label(entry['evaluation_cpu'])}.",
         "",
         "| validation rows | order and batches | padded token slots | seconds | vs stock | accuracy |",
         "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
-    for rows, by_order in results["evaluation"].items():
+    for rows, by_order in entry["evaluation"].items():
         stock = by_order["stock"]["seconds"]
         lines += [
             f"| {int(rows):,} | {name} | {r['slots']:,} | {r['seconds']:.1f} | {stock / r['seconds']:.2f}× | "
@@ -171,38 +219,22 @@ def evaluation_table(results: dict) -> list[str]:
 
 
 def report(results: dict) -> str:
-    lines = ["# Padding training batches to a multiple of N tokens", ""]
-    if results.get("window"):
-        lines += [
-            "`python bench/padding.py`: `lorafit train recipes/mpnet-best.yaml model.head=mean` on 9,600 rows of "
-            "train-large.csv "
-            "(all-mpnet-base-v2, LoRA on layers 3-11, frozen layers 0-2 reused, bf16 where the CPU has bf16 "
-            f"units), once per `training.pad_to_multiple_of`, one after the other; training steps {WINDOW[0]}-"
-            f"{WINDOW[1]} (the same batches in every run). CPU: {cpu_label(results['cpu'])}.",
-            "",
-            *window_table(results["window"], "1", "pad_to_multiple_of"),
-            "",
-        ]
-    if results.get("shapes"):
-        base = results["shapes"]["one width (68)"]["tokens_per_s"]
-        lines += [
-            "## What the shapes cost (`python bench/padding.py --shapes`)",
-            "",
-            "Two base-size layers' linear modules (frozen bf16 weights, LoRA r=8), forward and backward under bf16 "
-            "autocast, 150 batches of 32 rows at widths drawn from each set, one process per set, the sets in turn "
-            "twice (the best tokens/s of the two). CPU: "
-            f"{cpu_label(results['shapes_cpu'])}.",
-            "",
-            "| widths | tokens/s | vs one width | peak RSS MB |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        lines += [
-            f"| {name} | {r['tokens_per_s']} | {r['tokens_per_s'] / base:.2f}× | {r['peak_rss_mb']} |"
-            for name, r in results["shapes"].items()
-        ]
-        lines.append("")
-    if results.get("evaluation"):
-        lines += evaluation_table(results)
+    kinds = sorted(results["kinds"])
+    lines = [
+        "# Padding training batches to a multiple of N tokens",
+        "",
+        "Produced by `python bench/padding.py` (training steps; `--shapes`, `--evaluation`: the other two tables) "
+        "on each kind of CPU; a run replaces only its own table in its kind's section.",
+        "",
+        f"Sections: {', '.join(f'[{kind}](#{kind})' for kind in kinds)}.",
+        "",
+    ]
+    for kind in kinds:
+        entry = results["kinds"][kind]
+        lines += [f"## {kind}", ""]
+        lines += window_lines(entry) if entry.get("window") else []
+        lines += shapes_lines(entry) if entry.get("shapes") else []
+        lines += evaluation_lines(entry) if entry.get("evaluation") else []
     return "\n".join([*lines, *results.get("notes", [])]) + "\n"
 
 
@@ -217,22 +249,27 @@ def main() -> None:
     if args.shapes_child:
         return shapes_child(args.shapes_child)
     out = BENCH / "padding.json"
-    results = json.loads(out.read_text()) if out.is_file() else {}
-    if args.shapes:
-        results.update(shapes_cpu=cpu_info(), shapes=shapes())
+    results = json.loads(out.read_text()) if out.is_file() else {"kinds": {}}
+    entry = {} if args.report_only else results["kinds"].setdefault(cpu_kind(), {})
+
+    def save() -> None:
         out.write_text(json.dumps(results, indent=2) + "\n")
+
+    if args.shapes:
+        entry.update(shapes_cpu=cpu_info(), shapes_precision="bf16" if bf16_supported() else "fp32", shapes=shapes())
+        save()
     elif args.evaluation:
         WORK.mkdir(parents=True, exist_ok=True)
-        results.update(evaluation_cpu=cpu_info(), evaluation=evaluation())
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        entry.update(evaluation_cpu=cpu_info(), evaluation=evaluation())
+        save()
     elif not args.report_only:
         WORK.mkdir(parents=True, exist_ok=True)
-        results.update(cpu=cpu_info(), window={})
+        entry.update(cpu=cpu_info(), window={})
         for multiple in dict.fromkeys([1, *args.multiples]):  # 1, today's default, is the baseline
             override = f"training.pad_to_multiple_of={multiple}"
-            results["window"][str(multiple)] = window(f"padding {multiple}", {}, (override,))
-            print(multiple, json.dumps(results["window"][str(multiple)]), flush=True)
-            out.write_text(json.dumps(results, indent=2) + "\n")  # after each run: an interrupted bench keeps them
+            entry["window"][str(multiple)] = window(f"padding {multiple}", {}, (override,))
+            print(multiple, json.dumps(entry["window"][str(multiple)]), flush=True)
+            save()  # after each run: an interrupted bench keeps them
     (BENCH / "PADDING.md").write_text(report(results))
 
 
