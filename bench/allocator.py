@@ -44,6 +44,8 @@ LIBRARIES = Path("/usr/lib/x86_64-linux-gnu")
 # never hand memory back to the OS: returning and re-faulting pages was the cost of the defaults
 JEMALLOC_CONF = "oversize_threshold:1,background_thread:true,metadata_thp:auto,dirty_decay_ms:-1,muzzy_decay_ms:-1"
 WINDOW = (50, 150)
+# the Trainer's step bar has no description; "frozen layers 0-2, ...: 100%|...| 9600/9600 [" is not a step count
+TRAINING_BAR = re.compile(rb"[\r\n] *\d+%\|[^|\r\n]*\| (\d+)/\d+ \[")
 WINDOW_DATA = ["data.validation_size=300", "data.train_limit=9600"]
 LONG_DATA = ["data.validation_size=0.15", "data.train_limit=20000"]
 AS_MEASURED = MEAN_HEAD  # ALLOCATOR.md measured mpnet-best before it took the first-token head
@@ -100,7 +102,7 @@ def window(name: str, allocator: dict, overrides: tuple[str, ...] = ()) -> dict:
     marks, tail = {}, b""
     while len(marks) < len(WINDOW) and (chunk := process.stderr.read1(4096)):
         tail = (tail + chunk)[-4096:]
-        steps = [int(step) for step in re.findall(rb"\| (\d+)/\d+ \[", tail)]
+        steps = [int(step) for step in TRAINING_BAR.findall(tail)]
         for mark in WINDOW:
             if mark not in marks and steps and max(steps) >= mark:
                 stat = Path(f"/proc/{process.pid}/stat").read_text().split()
