@@ -53,6 +53,7 @@ SHAPES = {
 HIDDEN, FFN, ROWS, RANK = 768, 3072, 32, 8
 AGNEWS = BENCH.parent.parent / "shared" / "data" / "ag_news" / "train.csv"
 VALIDATION_ROWS = (96, 600, 2000)
+TOKEN_BATCHES = "longest first, ≤ 4,096 tokens"  # the evaluation way of training.eval_batch_tokens' default
 
 
 def lora_linears(frozen_dtype: torch.dtype, count: int = 2) -> list:
@@ -128,7 +129,7 @@ def evaluation(rounds: int = 2) -> dict:
         stock_order = functools.partial(Trainer._get_eval_sampler, trainer)
         # way -> (evaluation sampler, training.eval_batch_tokens)
         ways = {"stock": (stock_order, None), "longest first": (lorafit_order, None)}
-        ways["longest first, ≤ 4,096 tokens"] = (lorafit_order, 4096)
+        ways[TOKEN_BATCHES] = (lorafit_order, 4096)
         seconds, accuracy = {name: [] for name in ways}, {}
         with pipeline.layers_used:
             for _ in range(rounds + 1):  # the first round warms up and is not counted
@@ -189,7 +190,7 @@ def shapes_lines(entry: dict) -> list[str]:
 
 
 def evaluation_lines(entry: dict) -> list[str]:
-    token_batches = any(len(by_order) > 2 for by_order in entry["evaluation"].values())  # measured since 13ef40d
+    token_batches = any(TOKEN_BATCHES in by_order for by_order in entry["evaluation"].values())  # since 13ef40d
     lines = [
         "### Evaluation order (`python bench/padding.py --evaluation`)",
         "",
