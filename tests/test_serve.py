@@ -15,7 +15,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 
 from lorafit.inference import ensemble_proba, load_runs
-from lorafit.serve import Limits, create_app
+from lorafit.serve import Limits, MicroBatcher, create_app
 
 LIMITS = Limits(max_texts=4, max_chars=300, max_wait_ms=20)
 
@@ -62,6 +62,25 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows(runs, agnews_r
     assert [p["index"] for p in predictions] == expected.argmax(-1).tolist()
     assert np.allclose([list(p["probabilities"].values()) for p in predictions], expected, atol=1e-5)
     assert app.state.batcher.batches < len(texts)  # requests were answered from shared forward passes
+
+
+def test_a_batch_goes_as_soon_as_the_previous_batchs_count_has_arrived(runs, agnews_rows):
+    """Under steady load the batcher does not wait out its deadline (a minute here) for texts that
+    will not come; the first batch, with no history, is cut by max_batch instead."""
+    texts = [t[:250] for t in agnews_rows.text.tolist()[:12]]
+    batcher = MicroBatcher(lambda batch: ensemble_proba(runs, batch), Limits(max_wait_ms=60_000, max_batch=6))
+
+    async def round_of(chunk):
+        return await asyncio.wait_for(asyncio.gather(*(batcher.classify([t]) for t in chunk)), timeout=30)
+
+    async def two_rounds():
+        first = await round_of(texts[:6])
+        batcher.limits = Limits(max_wait_ms=60_000, max_batch=256)
+        return first + await round_of(texts[6:])
+
+    rows = np.concatenate(asyncio.run(two_rounds()))
+    assert batcher.batches == 2 and batcher.previous_batch == 6
+    assert np.allclose(rows, ensemble_proba(runs, texts), atol=1e-5)
 
 
 @pytest.mark.parametrize(
