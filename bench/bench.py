@@ -709,6 +709,13 @@ def int8(r: dict) -> list[str]:
     return lines
 
 
+GATHERING = {
+    False: "requests gathered for up to 5 ms into one forward pass",
+    True: "requests gathered into one forward pass until as many texts as the previous batch held have arrived, "
+    "or for at most 5 ms",
+}
+
+
 def serving(r: dict) -> list[str]:
     if "serve" not in r:
         return []
@@ -719,7 +726,7 @@ def serving(r: dict) -> list[str]:
         f"`python bench/serve_load.py RUN --clients {s['clients']} --seconds {s['seconds']:.0f}` on the MiniLM run "
         "above, loopback only: each client sends one AG News text per request, the next as soon as the "
         "answer arrives. **plain** = `lorafit serve --no-batching` (one forward pass per request); "
-        "**lorafit** = micro-batching (requests gathered for up to 5 ms into one forward pass).",
+        f"**lorafit** = micro-batching ({GATHERING[bool(s.get('gather_stops_at_previous_batch'))]}).",
         "",
         "| server | requests | errors | requests/s | texts/s | p50 ms | p99 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -157,6 +157,7 @@ def main() -> None:
         "plain": run_server(options.run, False, texts, options.clients, options.seconds),
         "lorafit": run_server(options.run, True, texts, options.clients, options.seconds),
         "model_alone": model_alone(options.run, texts, options.clients, min(options.seconds, 10)),
+        "gather_stops_at_previous_batch": True,  # the batcher since a15981e; older runs waited out max_wait_ms
     }
     print(json.dumps(result))
 

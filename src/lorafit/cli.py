@@ -106,7 +106,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     serve.add_argument("--max-texts", type=int, default=64, help="texts per request")
     serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
     serve.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more concurrent requests"
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="longest a batch waits for more concurrent requests "
+        "(it goes sooner once as many texts as the previous batch held have arrived)",
     )
     serve.add_argument("--no-batching", action="store_true", help="one forward pass per request (for comparison)")
 
