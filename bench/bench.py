@@ -728,20 +728,25 @@ def serving(r: dict) -> list[str]:
         "answer arrives. **plain** = `lorafit serve --no-batching` (one forward pass per request); "
         f"**lorafit** = micro-batching ({GATHERING[bool(s.get('gather_stops_at_previous_batch'))]}).",
         "",
-        "| server | requests | errors | requests/s | texts/s | p50 ms | p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | requests | errors | texts/s | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {name} | {v['requests']} | {v['errors']} | {v['requests_per_s']:.0f} | {v['texts_per_s']:.0f} | "
-        f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} |"
+        f"| {name} | {v['requests']} | {v['errors']} | {v['texts_per_s']:.0f} | {v['p50_ms']:.0f} | {v['p99_ms']:.0f} |"
         for name, v in (("plain", s["plain"]), ("lorafit", s["lorafit"]))
     ]
     if "model_alone" in s:
         alone = s["model_alone"]
+        turns = (
+            f", measured in {s['slices']} turns with the lorafit server ({s['seconds'] / s['slices']:.0f} s each "
+            "way, so that the host's speed drifting over the minute moves both alike),"
+            if "slices" in s
+            else ","
+        )
         lines += [
             "",
             f"The ceiling: the same inference path alone, batches of {alone['batch']} texts back to back "
-            f"with no HTTP, no event loop and no load client on the two cores, classifies "
+            f"with no HTTP, no event loop and no load client on the two cores{turns} classifies "
             f"{alone['texts_per_s']:.0f} texts/s, {alone['texts_per_s'] / s['plain']['texts_per_s']:.1f}× "
             f"the plain server. With {s['clients']} clients sending one text each, no batch can be larger; "
             f"lorafit's server reaches {100 * s['lorafit']['texts_per_s'] / alone['texts_per_s']:.0f}% "
