@@ -57,6 +57,20 @@ def test_gradient_flows_only_through_kept_elements():
     assert torch.equal(x.grad == 0, out == 0)
 
 
+def test_cpu_dropout_under_torch_compile_matches_eager_as_batch_lengths_change():
+    """training.torch_compile with lorafit's dropout: lengths vary by batch, so the graph turns
+    dynamic after the first one (where tracing the mask once crashed)."""
+    linear = torch.nn.Linear(16, 16)
+    step = lambda x: cpu_dropout(linear(x), 0.1)  # noqa: E731
+    compiled = torch.compile(step)
+    for length in (8, 12, 20):
+        x = torch.randn(4, length, 16)
+        torch.manual_seed(length)
+        expected = step(x)
+        torch.manual_seed(length)
+        assert torch.equal(compiled(x), expected)
+
+
 @pytest.fixture(scope="module")
 def tiny_lora_model(tiny_roberta):
     torch.manual_seed(0)

@@ -35,6 +35,9 @@ def cpu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tenso
 _SAME_WIDTH_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
+# Built eagerly under torch.compile: traced with dynamic shapes, the int16 view of numpy's 64-bit
+# words came back from the graph as 64-bit elements over a quarter of the storage (a crash).
+@torch.compiler.disable
 def _scaled_keep_mask(shape: torch.Size, dropped_levels: int, dtype: torch.dtype) -> torch.Tensor:
     """1/(1-p) where an element is kept, 0 where it is dropped: the bits of the scale, or none."""
     threshold = dropped_levels - _LEVELS // 2  # an element is kept where its draw >= threshold
