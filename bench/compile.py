@@ -2,7 +2,8 @@
 
 Inference: the MiniLM run of `make bench-paths` classifies 2,000 validation rows on each PyTorch path (bf16
 where the CPU has bf16 units, fp32), eager and compiled with dynamic shapes (lorafit's batches vary in length).
-Speed is the best of two passes after a warm-up pass; the warm-up pass, which compiles, is reported apart.
+Speed is the best of two passes after a warm-up pass, in each of two processes per way (eager and compiled take
+turns); the warm-up pass, which compiles, is reported apart (the first process's).
 Training: the quickstart recipe for one epoch on 1,500 rows with `training.torch_compile` off and on; the steady
 speed is the time of the second half of the steps (run.json; the same batches either way), the command's time
 includes compiling. Each measurement runs in its own process. Tables from machines of other kinds are kept.
@@ -24,6 +25,7 @@ from paths import AGNEWS, ROWS, minilm_run, tables_by_cpu_kind  # noqa: E402
 
 WORK = Path("/tmp/lorafit-compile")
 TRAIN_ROWS = 1500
+INFERENCE_TURNS = 2  # eager and compiled processes alternate, so that the host's drift touches both
 
 
 def measure_inference(run_dir: str, path: str, compiled: str) -> dict:
@@ -87,9 +89,13 @@ def inference_table() -> dict:
 
     run, table = str(minilm_run()), {}
     for path in precisions():
-        for compiled in ("no", "yes"):
-            table[f"{path}/{compiled}"] = child("_infer", run, path, compiled)
-            print(f"inference {path} compiled={compiled}: {table[f'{path}/{compiled}']}", file=sys.stderr)
+        for turn in range(INFERENCE_TURNS):
+            for compiled in ("no", "yes") if turn % 2 == 0 else ("yes", "no"):
+                row = child("_infer", run, path, compiled)
+                print(f"inference {path} compiled={compiled}: {row}", file=sys.stderr)
+                best = table.setdefault(f"{path}/{compiled}", row | {"passes_per_s": []})
+                best["passes_per_s"].append(row["examples_per_s"])
+                best["examples_per_s"] = max(best["passes_per_s"])
         eager, fast = (np.load(WORK / f"inference-{path}-{c}.npy") for c in ("no", "yes"))
         table[f"{path}/yes"]["agreement"] = float((eager.argmax(-1) == fast.argmax(-1)).mean())
         table[f"{path}/yes"]["largest_difference"] = float(np.abs(eager - fast).max())
@@ -122,6 +128,8 @@ def inference_lines(entry: dict) -> list[str]:
     if "inference" not in entry:
         return ["", "Inference: not measured yet (`python bench/compile.py --parts inference`)."]
     lines = ["", "### Inference (MiniLM, 2,000 rows)", ""]
+    if not all("passes_per_s" in row for row in entry["inference"].values()):
+        lines += ["Measured before eager and compiled took turns: one process each way.", ""]
     lines += [
         "| path | compiled | examples/s | vs eager | first pass s | agreement with eager | largest difference |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -163,7 +171,11 @@ def faster(entry: dict) -> list[str]:
     for key, row in entry.get("inference", {}).items():
         path, compiled = key.split("/")
         if compiled == "yes" and row["examples_per_s"] > entry["inference"][f"{path}/no"]["examples_per_s"]:
-            found.append(f"{path} inference (after {row['first_pass_s']:.0f} s of compiling)")
+            eager_first = entry["inference"][f"{path}/no"]["first_pass_s"]
+            found.append(
+                f"{path} inference (its first pass, which compiles, took {row['first_pass_s']:.0f} s, "
+                f"eager {eager_first:.0f} s)"
+            )
     for key, row in entry.get("training", {}).items():
         precision, compiled = key.split("/")
         if compiled == "yes" and second_half(row) < second_half(entry["training"][f"{precision}/no"]):
