@@ -12,6 +12,7 @@ from conftest import RECIPES
 from lorafit import inference
 from lorafit.cli import main
 from lorafit.errors import LorafitError
+from lorafit.first_token import computes_first_token_only
 from lorafit.inference import load_run, predict_proba
 from lorafit.onnx_engine import OnnxClassifier
 
@@ -63,6 +64,26 @@ def test_onnxruntime_paths_agree_with_pytorch_fp32_on_2000_rows(minilm_mean_run,
         assert np.abs(got - reference).max() < tolerance, path
         assert (got.argmax(-1) == reference.argmax(-1)).mean() >= agree, path
         assert abs((got.argmax(-1) == labels).mean() - accuracy) <= change, path
+
+
+def test_a_first_token_head_exports_a_graph_whose_last_layer_computes_token_0_alone(
+    tiny_finished_run, agnews_rows, monkeypatch, tmp_path
+):
+    """RoBERTa's own head reads token 0 only, so the graph skips the rest of the last layer; its
+    probabilities are still those of the stock model."""
+    monkeypatch.setenv("LORAFIT_CACHE", str(tmp_path))  # an empty cache: exported here
+    exported_forms, build_graph = [], inference.build_graph
+
+    def recording_build_graph(model, *args, **kwargs):
+        exported_forms.append(computes_first_token_only(model))
+        return build_graph(model, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "build_graph", recording_build_graph)
+    texts = [t[:200] for t in agnews_rows.text.tolist()[:48]]
+    got = predict_proba(load_run(tiny_finished_run, precision="ort-fp32"), texts)
+    assert exported_forms == [True]
+    stock = predict_proba(load_run(tiny_finished_run, precision="fp32", first_token=False), texts)
+    assert np.abs(got - stock).max() < 1e-4
 
 
 def test_the_graph_is_exported_once_then_read_from_the_cache(minilm_mean_run, monkeypatch):

@@ -69,7 +69,7 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto", f
         key = export_key(run_dir, model_identity(resolve_model_path(recipe.model.name)))
         graph = cached_graph(key, int8=path == "ort-int8")
         if not graph.is_file():  # exported once, from the merged fp32 model
-            merged = load_run(run_dir, merge=True, precision="fp32", first_token=False).model  # a stock graph
+            merged = load_run(run_dir, merge=True, precision="fp32").model  # last layer for token 0 where it can
             graph = build_graph(merged, tokenizer, key, int8=path == "ort-int8")
         return LoadedRun(run_dir, onnx_classifier(graph), tokenizer, label_names, info, path=path)
     base = build_base_model(recipe.model, label_names)

@@ -57,8 +57,13 @@ def require_onnxruntime() -> None:
         ) from None
 
 
+# Bumped when the exported graph changes for the same run: 2 = the last layer computes the first
+# token alone where the head reads no more (graphs of form 1 computed every token).
+GRAPH_FORM = "2"
+
+
 def export_key(run_dir: Path, model_identity: str) -> str:
-    digest = hashlib.sha256(model_identity.encode())
+    digest = hashlib.sha256(f"{GRAPH_FORM}:{model_identity}".encode())
     for name in (rundir.ADAPTER_WEIGHTS, rundir.ADAPTER_CONFIG, rundir.RUN_JSON):
         if name == rundir.RUN_JSON:  # the recipe and labels decide the graph; timings do not
             info = json.loads((run_dir / name).read_text(encoding="utf-8"))
