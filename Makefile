@@ -16,6 +16,8 @@
 #                        capped at AVX2 (no bf16 units); the tables name the cap. Not bench-paths: int8 (FBGEMM)
 #                        and onnxruntime (MLAS) choose their kernels by CPUID, past any cap
 # make bench-tracking   one AG News run in TensorBoard and MLflow, read back and plotted -> bench/TRACKING.md
+# Scripts without a target (they print JSON): bench/serve_ab.py RUN OLD_SRC (two server builds under the same
+#   load, in turns), bench/onnx_first_token.py RUN (the ONNX graph with and without the first-token last layer)
 # make accuracy     what each setting buys under the budget (MiniLM) -> bench/ACCURACY.md
 #                   (make accuracy-search first runs the hyperparameter search it reports)
 # make reliability  every bad input and fault, what the user sees -> docs/RELIABILITY.md
