@@ -21,6 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from paths import ROWS  # noqa: E402
+
 from lorafit.data import prepare_splits  # noqa: E402
 from lorafit.inference import load_run, predict_proba  # noqa: E402
 from lorafit.onnx_engine import _export, onnx_classifier  # noqa: E402
@@ -41,7 +43,7 @@ def exported(run_dir: str, first_token: bool, folder: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
-    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--turns", type=int, default=2)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

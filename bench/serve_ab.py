@@ -15,9 +15,7 @@ import json
 import os
 from contextlib import ExitStack
 
-from serve_load import ROOT, Load, ModelAlone, agnews_texts, load, server
-
-CLIENTS = 32
+from serve_load import CLIENTS, ROOT, Load, ModelAlone, agnews_texts, load, server
 
 
 def main() -> None:

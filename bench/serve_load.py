@@ -26,6 +26,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
+CLIENTS = 32
 
 
 def agnews_texts() -> list[str]:
@@ -168,15 +169,17 @@ class ModelAlone:
     def __init__(self, run_dir: str, texts: list[str], clients: int):
         from lorafit.inference import ensemble_proba, load_run
 
-        self.predict, self.run, self.texts, self.clients = ensemble_proba, load_run(run_dir), texts, clients
-        self.predict(self.run, texts[:clients])  # warm-up
+        self.run, self.texts, self.clients = load_run(run_dir), texts, clients
+        ensemble_proba(self.run, texts[:clients])  # warm-up
         self.done, self.seconds = 0, 0.0
 
     def turn(self, seconds: float) -> None:
+        from lorafit.inference import ensemble_proba
+
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
             first = self.done % (len(self.texts) - self.clients)
-            self.predict(self.run, self.texts[first : first + self.clients])
+            ensemble_proba(self.run, self.texts[first : first + self.clients])
             self.done += self.clients
         self.seconds += time.perf_counter() - start
 
@@ -197,7 +200,7 @@ def batching_server_and_model_alone(run_dir: str, texts: list[str], clients: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--slices", type=int, default=4, help="turns of the batching server and the model alone")
     options = parser.parse_args()
