@@ -93,20 +93,28 @@ def test_installed_model_swaps_every_dropout_and_predicts_the_same(tiny_lora_mod
     assert not torch.equal(tiny_lora_model(**inputs).logits, tiny_lora_model(**inputs).logits)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("mask_kind", ["bool", "additive", "none"])
-def test_training_attention_equals_sdpa_when_nothing_is_dropped(mask_kind):
+def test_training_attention_equals_sdpa_with_the_same_gradients_when_nothing_is_dropped(mask_kind, dtype):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     torch.manual_seed(0)
     module = torch.nn.Module().train()
     module.is_causal = False
-    q, k, v = (torch.randn(3, 2, 7, 8) for _ in range(3))
+    q, k, v = (torch.randn(3, 2, 7, 8, dtype=dtype, requires_grad=True) for _ in range(3))
     keep = torch.ones(3, 1, 7, 7, dtype=torch.bool)
     keep[0, ..., 4:] = False
     mask = {"bool": keep, "additive": torch.zeros(3, 1, 7, 7).masked_fill(~keep, -1e9), "none": None}[mask_kind]
     ours, _ = attention(module, q, k, v, mask, dropout=1e-9)  # p rounds to 0 of 65536 levels: nothing dropped
     reference, _ = sdpa_attention_forward(module.eval(), q, k, v, mask, dropout=0.0)
-    assert torch.allclose(ours, reference, atol=1e-5)
+    tolerance = 1e-5 if dtype == torch.float32 else 5e-2
+    assert torch.allclose(ours.float(), reference.float(), atol=tolerance)
+    for our_gradient, reference_gradient in zip(gradients(ours, (q, k, v)), gradients(reference, (q, k, v))):
+        assert torch.allclose(our_gradient.float(), reference_gradient.float(), atol=tolerance * 4)
+
+
+def gradients(output: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return torch.autograd.grad(output.float().square().sum(), inputs)
 
 
 def test_frozen_linears_in_bf16_give_the_autocast_result(tiny_roberta):

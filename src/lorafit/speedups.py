@@ -67,14 +67,20 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    scores = torch.matmul(query, key.transpose(2, 3)) * (scaling or query.size(-1) ** -0.5)
+    # Scaling the queries touches head_size numbers per query, scaling the scores one per key. The mask
+    # goes onto the scores in place: the matmul's backward does not need its output, and softmax's
+    # backward already gives masked keys no gradient, so a masked_fill's copy and backward are spared.
+    scores = torch.matmul(query * (scaling or query.size(-1) ** -0.5), key.transpose(2, 3))
     if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
+        scores.add_(_additive(attention_mask, scores.dtype))
     weights = cpu_dropout(torch.softmax(scores, dim=-1), dropout)
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
 def cast_frozen_linears(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
