@@ -9,6 +9,8 @@
 # make bench-casts      LoRA inputs left in bf16 against PEFT's fp32 copy, on MPNet training steps -> bench/CASTS.md
 # make bench-first-token  the last layer for the first token alone against the stock layer, on MPNet training
 #                        steps -> bench/FIRST_TOKEN.md
+# make bench-attention  lorafit's attention forms (MiniLM training, MPNet fused) against the ones they replace
+#                        -> bench/ATTENTION.md
 # make bench-compile    torch.compile against eager, inference and training -> bench/COMPILE.md
 # make bench-allocator  glibc's memory allocator against jemalloc, tcmalloc, mimalloc -> bench/ALLOCATOR.md
 # make bench-padding    training batches padded to a multiple of 1, 8, 16 tokens -> bench/PADDING.md
@@ -29,7 +31,7 @@ TORCH_VERSION ?= 2.13.0
 # wheel is the multi-GB CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
 TORCH_INDEX ?=
 
-.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-dropout bench-casts bench-first-token bench-compile bench-allocator bench-padding bench-avx2 bench-tracking accuracy accuracy-search reliability clean
+.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-dropout bench-casts bench-first-token bench-attention bench-compile bench-allocator bench-padding bench-avx2 bench-tracking accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -76,6 +78,9 @@ bench-casts: install
 
 bench-first-token: install
 	$(PY) bench/first_token.py
+
+bench-attention: install
+	$(PY) bench/attention.py
 
 bench-compile: install
 	$(PY) bench/compile.py

@@ -34,6 +34,7 @@ PIPELINES = {
         "training.last_layer_first_token=false",
         "training.precision=fp32",
         "training.cpu_dropout=false",
+        "training.fused_attention=false",
     ],
     "lorafit": [],
     # what a CPU without bf16 units runs, forced here so that one machine shows both paths

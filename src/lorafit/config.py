@@ -267,6 +267,11 @@ class TrainingConfig(Section):
         description="on a CPU, make dropout masks from cheaper random numbers (same dropout, other draws): "
         "bench/DROPOUT.md",
     )
+    fused_attention: bool = Field(
+        True,
+        description="MPNet (whose transformers code has no SDPA form): attention through torch's fused kernel "
+        "where nothing is dropped (inference, attention dropout 0); the same results (bench/ATTENTION.md)",
+    )
     lora_inputs_in_bf16: bool = Field(
         True,
         description="under bf16 autocast, LoRA takes its layer's bf16 input as it is, not PEFT's fp32 copy that "

@@ -116,6 +116,7 @@ class SpeedSettings:
     tokenization_cache: bool = True
     cpu_dropout: bool = False
     lora_inputs_in_bf16: bool = False
+    fused_attention: bool = False  # asked for by the recipe; after apply_speedups, whether it applied
     last_layer_first_token: bool = False  # asked for by the recipe; after apply_speedups, whether it applied
     processes: int = 1
     allocator: str = "glibc"  # the process's memory allocator (allocator_in_use)

@@ -21,6 +21,7 @@ from torch import nn
 
 from .frozen import encoder_layers
 from .heads import _with
+from .mpnet_attention import attend
 
 # the stock heads that read the first token, by model type
 FIRST_TOKEN_STOCK_HEADS = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "mpnet"})
@@ -80,12 +81,8 @@ class MPNetFirstTokenLayer:
         size = attention.attention_head_size
         query = _heads(attention.q(first), size)
         key, value = _heads(attention.k(hidden_states), size), _heads(attention.v(hidden_states), size)
-        scores = torch.matmul(query, key.transpose(-1, -2)) / size**0.5
-        for bias in (first_row(position_bias), first_row(attention_mask)):
-            if bias is not None:
-                scores = scores + bias
-        probabilities = attention.dropout(nn.functional.softmax(scores, dim=-1))
-        context = torch.matmul(probabilities, value).transpose(1, 2).reshape(*first.shape[:-1], -1)
+        context = attend(attention, query, key, value, first_row(position_bias), first_row(attention_mask))
+        context = context.transpose(1, 2).reshape(*first.shape[:-1], -1)
         attention_output = self.attention.LayerNorm(self.attention.dropout(attention.o(context)) + first)
         return (self.output(self.intermediate(attention_output), attention_output),)
 

@@ -18,6 +18,7 @@ from .first_token import compute_last_layer_for_first_token
 from .heads import apply_head, frozen_head_weights, load_frozen_head_weights
 from .metrics import classification_metrics
 from .model import build_base_model, model_identity, resolve_model_path, run_model_name
+from .mpnet_attention import fuse_mpnet_attention
 from .onnx_engine import ORT_PATHS, build_graph, cached_graph, export_key, onnx_classifier, require_onnxruntime
 
 
@@ -91,6 +92,8 @@ def load_run(run_dir: str | Path, merge: bool = True, precision: str = "auto", f
         model = quantize_int8(model)
     if first_token and recipe.training.last_layer_first_token:
         compute_last_layer_for_first_token(model, recipe.model.head)
+    if recipe.training.fused_attention:
+        fuse_mpnet_attention(model)
     autocast = half is not None and next(model.parameters()).dtype != half  # a half-precision model needs none
     return LoadedRun(run_dir, model, tokenizer, label_names, info, autocast=autocast, path=path)
 

@@ -46,6 +46,7 @@ from .frozen import (
 from .heads import frozen_head_weights
 from .metrics import classification_metrics, logits_and_labels, trainer_scores
 from .model import build_lora_model, load_tokenizer, model_identity, portable_model_name, resolve_model_path
+from .mpnet_attention import fuse_mpnet_attention
 from .plots import plot_confusion_matrix, plot_history
 from .resume import BestEpochWeights, CheckpointMarker, newest_checkpoint, prepare_run_dir
 from .speedups import cast_frozen_linears, install_cpu_dropout, keep_lora_inputs_in_bf16
@@ -87,6 +88,7 @@ def speed_settings(recipe: Recipe, budget_plan: Plan | None = None) -> SpeedSett
         tokenization_cache=recipe.data.cache_tokenized,
         cpu_dropout=recipe.training.cpu_dropout and device == "cpu",
         lora_inputs_in_bf16=recipe.training.lora_inputs_in_bf16 and precision == "bf16",
+        fused_attention=recipe.training.fused_attention,
         last_layer_first_token=recipe.training.last_layer_first_token,
         allocator=allocator_in_use(),
     )
@@ -175,7 +177,8 @@ def weighted_loss(weights: torch.Tensor):
 
 def apply_speedups(model, speed: SpeedSettings, head: str = "default"):
     """The model-level speed settings: cheap CPU dropout, frozen linear weights stored in bf16,
-    LoRA inputs left in bf16, the last layer for the first token alone (where `head` reads no more)."""
+    LoRA inputs left in bf16, the last layer for the first token alone (where `head` reads no more),
+    MPNet's attention fused."""
     if speed.cpu_dropout:
         install_cpu_dropout(model)
     if speed.bf16 and speed.device == "cpu":
@@ -184,6 +187,8 @@ def apply_speedups(model, speed: SpeedSettings, head: str = "default"):
         keep_lora_inputs_in_bf16(model)
     if speed.last_layer_first_token:
         speed.last_layer_first_token = compute_last_layer_for_first_token(model, head)
+    if speed.fused_attention:
+        speed.fused_attention = fuse_mpnet_attention(model) > 0
     return model
 
 
