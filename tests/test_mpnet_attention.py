@@ -1,5 +1,6 @@
 """MPNet's fused attention gives the stock attention's numbers: outputs and gradients, with and without
-dropout, padded or not, in fp32 and under bf16 autocast; on the real all-mpnet-base-v2 in a trained run."""
+dropout, padded or not, in fp32 and under bf16 autocast; on the real all-mpnet-base-v2 in a trained run, also
+through the onnxruntime graph exported from it."""
 
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def test_asking_for_attention_weights_runs_the_stock_forward():
     assert torch.allclose(out.attentions[0].sum(-1), torch.ones(2, 2, 7), atol=1e-5)
 
 
-def test_a_trained_mpnet_run_predicts_the_same_with_and_without_fused_attention(mpnet_dir, agnews_csv, tmp_path):
+def test_a_trained_mpnet_run_predicts_the_same_fused_stock_and_through_onnxruntime(mpnet_dir, agnews_csv, tmp_path):
     from conftest import RECIPES, run_cli
 
     from lorafit.inference import load_run, predict_proba
@@ -94,4 +95,7 @@ def test_a_trained_mpnet_run_predicts_the_same_with_and_without_fused_attention(
     stock_run = load_run(run_dir, precision="fp32", first_token=False)  # the stock last layer too
     for layer in stock_run.model.base_model.encoder.layer:
         layer.attention.attn.__class__ = MPNetSelfAttention
-    assert np.allclose(predict_proba(fused_run, texts), predict_proba(stock_run, texts), atol=1e-5)
+    fused = predict_proba(fused_run, texts)
+    assert np.allclose(fused, predict_proba(stock_run, texts), atol=1e-5)
+    # the onnxruntime path's graph is exported from the fused model
+    assert np.allclose(fused, predict_proba(load_run(run_dir, precision="ort-fp32"), texts), atol=1e-4)
