@@ -16,6 +16,7 @@ Writes bench/ATTENTION.md and bench/attention.json (one table per CPU).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -74,6 +75,19 @@ def minilm_training(precision: str, steps: int) -> dict:
         AttentionInterface.register(speedups.ATTENTION_NAME, speedups.attention)
 
 
+def median_ms_in_turns(ways: dict, reps: int) -> dict:
+    """Each way (name -> a function doing one timed unit of work) run `reps` times, the order swapping every
+    round so that the host's drift falls on all alike, after one warm-up round: way -> median ms."""
+    times = {way: [] for way in ways}
+    for rep in range(reps + 1):
+        for way in list(ways)[:: 1 if rep % 2 == 0 else -1]:
+            start = time.perf_counter()
+            ways[way]()
+            if rep:
+                times[way].append(1000 * (time.perf_counter() - start))
+    return {way: statistics.median(t) for way, t in times.items()}
+
+
 def minilm_attention_alone(bf16: bool, reps: int) -> dict:
     """The training attention alone, forward and backward, on MiniLM's shapes (16 rows of 72 tokens, 12
     heads of 32), every other row padded to half its width, dropout 0.1: way -> median ms, in turns."""
@@ -84,15 +98,17 @@ def minilm_attention_alone(bf16: bool, reps: int) -> dict:
     mask = torch.ones(rows, 1, tokens, tokens, dtype=torch.bool)
     mask[::2, ..., tokens // 2 :] = False
     upstream = torch.randn(rows, tokens, heads, size, dtype=dtype)
-    times = {way: [] for way in BERT_WAYS}
-    for rep in range(reps + 1):  # the first round warms the kernels up and is not counted
-        for way in list(BERT_WAYS)[:: 1 if rep % 2 == 0 else -1]:
-            start = time.perf_counter()
-            output, _ = BERT_WAYS[way](module, query, key, value, mask, scaling=size**-0.5, dropout=0.1)
-            output.backward(upstream)
-            if rep:
-                times[way].append(1000 * (time.perf_counter() - start))
-    return {way: statistics.median(t) for way, t in times.items()}
+
+    def forward_and_backward(attention):
+        output, _ = attention(module, query, key, value, mask, scaling=size**-0.5, dropout=0.1)
+        output.backward(upstream)
+
+    return median_ms_in_turns({way: functools.partial(forward_and_backward, f) for way, f in BERT_WAYS.items()}, reps)
+
+
+def put_and_forward(put_in_place, attention, *inputs) -> None:
+    put_in_place(attention)  # swaps one module's class: microseconds against a forward's milliseconds
+    attention(*inputs)
 
 
 def mpnet_attention_alone(attention, bf16: bool, reps: int) -> dict:
@@ -106,16 +122,12 @@ def mpnet_attention_alone(attention, bf16: bool, reps: int) -> dict:
         hidden, bias = torch.randn(rows, tokens, 768, dtype=dtype), torch.randn(rows, 12, tokens, tokens, dtype=dtype)
         mask = torch.zeros(rows, 1, 1, tokens, dtype=dtype)
         mask[::2, ..., tokens // 2 :] = torch.finfo(dtype).min  # every other row padded to half its width
-        times = {way: [] for way in MPNET_WAYS}
+        ways = {
+            way: functools.partial(put_and_forward, put, attention, hidden, mask, bias)
+            for way, put in MPNET_WAYS.items()
+        }
         with torch.inference_mode():
-            for rep in range(reps + 1):  # the first round warms the kernels up and is not counted
-                for way in list(MPNET_WAYS)[:: 1 if rep % 2 == 0 else -1]:
-                    MPNET_WAYS[way](attention)
-                    start = time.perf_counter()
-                    attention(hidden, mask, bias)
-                    if rep:
-                        times[way].append(1000 * (time.perf_counter() - start))
-        milliseconds[f"{rows} rows of {tokens} tokens"] = {way: statistics.median(t) for way, t in times.items()}
+            milliseconds[f"{rows} rows of {tokens} tokens"] = median_ms_in_turns(ways, reps)
     return milliseconds
 
 

@@ -23,7 +23,7 @@ def drops(attention: nn.Module) -> bool:
 def attend(attention: nn.Module, query, key, value, *biases: torch.Tensor | None) -> torch.Tensor:
     """Softmax(q·kᵀ/√d + biases) · v per head, with `attention`'s dropout on the probabilities."""
     present = [bias for bias in biases if bias is not None]
-    bias = present[0] + present[1] if len(present) == 2 else (present[0] if present else None)
+    bias = sum(present[1:], present[0]) if present else None
     if not drops(attention):
         return nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=bias)
     scores = torch.matmul(query, key.transpose(-1, -2)) / query.size(-1) ** 0.5
