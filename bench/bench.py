@@ -586,7 +586,8 @@ def report(by_kind: dict) -> str:
         "Produced by `make bench` (`python bench/bench.py`) on each kind of CPU (`lorafit.device.cpu_kind`); a run "
         "on one kind replaces only that kind's section. `--training-only` and `--inference-only` rerun one table "
         "of this kind's section, so each table's share of the peak divides by the peaks measured in that table's "
-        "own run, named under it.",
+        "own run, named under it. `--rounds N` runs each training row N times in turns and keeps the fastest "
+        "(on the hosts measured so far a row of 8 steps moved by 10-30% from run to run).",
         "",
         "**reports** = HF Trainer + PEFT, padded to 256 tokens, random batches, fp32, unmerged adapter. "
         "**lorafit** = the defaults: per-batch padding, length-grouped batches, bf16 autocast where the "
