@@ -750,8 +750,8 @@ def matmul_bounds(training: dict) -> list[str]:
         "included) per second of their own time, and the bound: the step's counted FLOPs (as in the table above) "
         "over the matmuls' time alone, the share of the peak the step would reach if everything else were free. "
         "torch's fused attention kernel (rows without attention dropout) counts as not matmul, which makes the "
-        "bound of those rows higher than it is. One step, one batch length: the share of the peak in this table "
-        "is that step's, not the mean of the timed steps.",
+        "bound of those rows higher than it is. One step of one batch length per row: its figures, not the mean "
+        "of the timed steps.",
         "",
         "| model | pipeline | matmuls' share of the step | matmuls' GFLOP/s | their % of peak | bound: % of peak |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
