@@ -194,15 +194,16 @@ MATMUL_OPERANDS = {"aten::mm": (0, 1), "aten::addmm": (1, 2), "aten::bmm": (0, 1
 def matmul_time(profiler, counted_flops: float) -> dict:
     """How much of one profiled step the matmuls take and how fast they run. `bound_gflops` is the counted FLOPs
     over the matmuls' time alone: the most the step could achieve if everything that is not a matmul were free."""
+    events = profiler.events()
     seconds, flops = 0.0, 0.0
-    for event in profiler.events():
+    for event in events:
         operands = MATMUL_OPERANDS.get(event.name)
         if operands is None or (event.cpu_parent is not None and event.cpu_parent.name in MATMUL_OPERANDS):
             continue
         a, b = (event.input_shapes[i] for i in operands)
         seconds += event.cpu_time_total / 1e6
         flops += 2 * math.prod(a) * b[-1]  # (batch x) m x k times k x n
-    step = sum(event.self_cpu_time_total for event in profiler.events()) / 1e6
+    step = sum(event.self_cpu_time_total for event in events) / 1e6
     return {
         "share_of_step": seconds / step,
         "gflops": flops / seconds / 1e9,

@@ -21,7 +21,7 @@ from torch import nn
 
 from .frozen import encoder_layers
 from .heads import _with
-from .mpnet_attention import attend
+from .mpnet_attention import attend, merge_heads, split_heads
 
 # the stock heads that read the first token, by model type
 FIRST_TOKEN_STOCK_HEADS = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "mpnet"})
@@ -35,10 +35,6 @@ def reads_first_token_only(model_type: str, head: str) -> bool:
 def first_row(mask: torch.Tensor | None) -> torch.Tensor | None:
     """An attention mask or bias of shape (..., queries, keys) for the first query alone."""
     return mask[..., :1, :] if mask is not None and mask.dim() == 4 and mask.shape[-2] > 1 else mask
-
-
-def _heads(x: torch.Tensor, head_size: int) -> torch.Tensor:
-    return x.view(*x.shape[:-1], -1, head_size).transpose(1, 2)
 
 
 class BertFirstTokenLayer:
@@ -59,9 +55,9 @@ class BertFirstTokenLayer:
         )
         context, _ = interface(
             attention,
-            _heads(attention.query(first), size),
-            _heads(attention.key(hidden_states), size),
-            _heads(attention.value(hidden_states), size),
+            split_heads(attention.query(first), size),
+            split_heads(attention.key(hidden_states), size),
+            split_heads(attention.value(hidden_states), size),
             first_row(attention_mask),
             dropout=attention.dropout.p if attention.training else 0.0,
             scaling=attention.scaling,
@@ -79,10 +75,9 @@ class MPNetFirstTokenLayer:
             return super().forward(hidden_states, attention_mask, position_bias, output_attentions, **kwargs)
         attention, first = self.attention.attn, hidden_states[:, :1]
         size = attention.attention_head_size
-        query = _heads(attention.q(first), size)
-        key, value = _heads(attention.k(hidden_states), size), _heads(attention.v(hidden_states), size)
-        context = attend(attention, query, key, value, first_row(position_bias), first_row(attention_mask))
-        context = context.transpose(1, 2).reshape(*first.shape[:-1], -1)
+        query = split_heads(attention.q(first), size)
+        key, value = split_heads(attention.k(hidden_states), size), split_heads(attention.v(hidden_states), size)
+        context = merge_heads(attend(attention, query, key, value, first_row(position_bias), first_row(attention_mask)))
         attention_output = self.attention.LayerNorm(self.attention.dropout(attention.o(context)) + first)
         return (self.output(self.intermediate(attention_output), attention_output),)
 

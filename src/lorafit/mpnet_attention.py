@@ -16,6 +16,16 @@ from torch import nn
 from .heads import _with
 
 
+def split_heads(x: torch.Tensor, head_size: int) -> torch.Tensor:
+    """(batch, tokens, heads * head_size) -> (batch, heads, tokens, head_size)"""
+    return x.view(*x.shape[:-1], -1, head_size).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, tokens, head_size) -> (batch, tokens, heads * head_size)"""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
 def drops(attention: nn.Module) -> bool:
     return attention.training and attention.dropout.p > 0
 
@@ -39,10 +49,9 @@ class FusedMPNetSelfAttention:
     def forward(self, hidden_states, attention_mask=None, position_bias=None, output_attentions=False, **kwargs):
         if output_attentions or drops(self):
             return super().forward(hidden_states, attention_mask, position_bias, output_attentions, **kwargs)
-        shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
-        query, key, value = (f(hidden_states).view(shape).transpose(1, 2) for f in (self.q, self.k, self.v))
+        query, key, value = (split_heads(f(hidden_states), self.attention_head_size) for f in (self.q, self.k, self.v))
         context = attend(self, query, key, value, position_bias, attention_mask)
-        return (self.o(context.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)),)
+        return (self.o(merge_heads(context)),)
 
 
 def fuse_mpnet_attention(model: nn.Module) -> int:
