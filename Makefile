@@ -12,6 +12,7 @@
 # make bench-attention  lorafit's attention forms (MiniLM training, MPNet fused) against the ones they replace
 #                        -> bench/ATTENTION.md
 # make bench-step-forms  training-step forms tried and not in lorafit (fused qkv, ffn in chunks) -> bench/STEP_FORMS.md
+# make bench-optimizer  AdamW's step fused against torch's per-tensor CPU default -> bench/OPTIMIZER.md
 # make bench-compile    torch.compile against eager, inference and training -> bench/COMPILE.md
 # make bench-allocator  glibc's memory allocator against jemalloc, tcmalloc, mimalloc -> bench/ALLOCATOR.md
 # make bench-padding    training batches padded to a multiple of 1, 8, 16 tokens -> bench/PADDING.md
@@ -32,7 +33,7 @@ TORCH_VERSION ?= 2.13.0
 # wheel is the multi-GB CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
 TORCH_INDEX ?=
 
-.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-dropout bench-casts bench-first-token bench-attention bench-step-forms bench-compile bench-allocator bench-padding bench-avx2 bench-tracking accuracy accuracy-search reliability clean
+.PHONY: install quickstart test test-fast lint bench bench-frozen bench-paths bench-dropout bench-casts bench-first-token bench-attention bench-step-forms bench-optimizer bench-compile bench-allocator bench-padding bench-avx2 bench-tracking accuracy accuracy-search reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -85,6 +86,9 @@ bench-attention: install
 
 bench-step-forms: install
 	$(PY) bench/step_forms.py
+
+bench-optimizer: install
+	$(PY) bench/optimizer.py
 
 bench-compile: install
 	$(PY) bench/compile.py

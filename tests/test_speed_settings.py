@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import RECIPES, ROOT
 
 from lorafit.config import DataConfig, ModelConfig, load_recipe
@@ -90,6 +91,24 @@ def test_training_batches_pad_to_a_multiple_when_asked(tiny_roberta, agnews_csv,
     assert all(width % 16 == 0 for width in widths[16])
     assert widths[16] == [-(-width // 16) * 16 for width in widths[1]]  # the same batches, only wider
     assert any(width % 16 for width in widths[1])  # by default a batch is as wide as its longest row
+
+
+def test_fused_optimizer_trains_as_the_per_tensor_loop_does(tiny_roberta, agnews_csv, tmp_path):
+    overrides = [f"model.name={tiny_roberta}", f"data.train={agnews_csv}", "data.limit=96", "data.validation_size=16"]
+    start, trained, fused_flags = {}, {}, {}
+    for fused in ("true", "false"):
+        recipe = load_recipe(RECIPES / "quickstart.yaml", [*overrides, f"training.fused_optimizer={fused}"])
+        pipeline = build_trainer(recipe, tmp_path / fused, claim=False, max_steps=4, save_strategy="no")
+        trainable = [(n, p) for n, p in pipeline.model.named_parameters() if p.requires_grad]
+        start[fused] = {n: p.detach().clone() for n, p in trainable}
+        pipeline.trainer.train()
+        fused_flags[fused] = bool(pipeline.trainer.optimizer.defaults.get("fused"))
+        trained[fused] = {n: p.detach() for n, p in trainable}
+    assert fused_flags == {"true": True, "false": False}
+    assert all(not torch.equal(start["true"][n], trained["true"][n]) for n in start["true"])  # every tensor moved
+    for name in start["true"]:  # the same updates from the same start, rounded in another order
+        torch.testing.assert_close(start["true"][name], start["false"][name], rtol=0, atol=0)
+        torch.testing.assert_close(trained["true"][name], trained["false"][name], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["tokens", "stored-states"])

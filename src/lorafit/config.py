@@ -267,6 +267,11 @@ class TrainingConfig(Section):
         description="on a CPU, make dropout masks from cheaper random numbers (same dropout, other draws): "
         "bench/DROPOUT.md",
     )
+    fused_optimizer: bool = Field(
+        True,
+        description="AdamW's update of all trainable tensors in one fused kernel (torch's fused=True); off, the "
+        "loop of small ops per tensor that torch runs on a CPU by default (bench/OPTIMIZER.md)",
+    )
     fused_attention: bool = Field(
         True,
         description="MPNet (whose transformers code has no SDPA form): attention through torch's fused kernel "

@@ -238,7 +238,7 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path, speed: SpeedSetting
         lr_scheduler_type=t.scheduler,
         warmup_steps=t.warmup_ratio if t.warmup_ratio else 0,  # a float < 1 is a ratio in transformers 5
         max_grad_norm=t.max_grad_norm,
-        optim="adamw_torch",
+        optim="adamw_torch_fused" if t.fused_optimizer else "adamw_torch",
         eval_strategy="epoch",
         # checkpoints every N steps for --resume; the best epoch is kept apart (BestEpochWeights)
         save_strategy="steps",
