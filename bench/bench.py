@@ -36,6 +36,7 @@ PIPELINES = {
         "training.precision=fp32",
         "training.cpu_dropout=false",
         "training.fused_attention=false",
+        "training.fused_optimizer=false",  # the Trainer's adamw_torch, as the reports ran
     ],
     "lorafit": [],
     # what a CPU without bf16 units runs, forced here so that one machine shows both paths
@@ -590,10 +591,12 @@ def report(by_kind: dict) -> str:
         "own run, named under it. `--rounds N` runs each training row N times in turns and keeps the fastest "
         "(on the hosts measured so far a row of 8 steps moved by 10-30% from run to run).",
         "",
-        "**reports** = HF Trainer + PEFT, padded to 256 tokens, random batches, fp32, unmerged adapter. "
+        "**reports** = HF Trainer + PEFT, padded to 256 tokens, random batches, fp32, the Trainer's per-tensor "
+        "AdamW, unmerged adapter. "
         "**lorafit** = the defaults: per-batch padding, length-grouped batches, bf16 autocast where the "
         "CPU has bf16 units with the frozen linear weights stored in bf16, cheap CPU dropout "
-        "(`training.cpu_dropout`), and for inference merged weights in batches of at most 4,096 "
+        "(`training.cpu_dropout`), AdamW fused (`training.fused_optimizer`, rows measured since it exists), and "
+        "for inference merged weights in batches of at most 4,096 "
         "tokens sorted by length. **lorafit-fp32** = the same with `training.precision=fp32`: the path of "
         "a CPU without bf16 units. **lorafit-fp32-no-dropout** (MiniLM training, where measured) = lorafit-fp32 "
         "with the LoRA, hidden and attention dropout at 0: not the same training, the share of the peak the fp32 "
