@@ -88,8 +88,15 @@ def report(results: dict) -> str:
     lines = [
         "# AdamW's step: fused against torch's CPU default",
         "",
-        "Produced by `make bench-optimizer` (`python bench/optimizer.py`), one table per CPU. "
-        + " ".join(__doc__.split("\n", 2)[2].split("Writes")[0].split()),
+        "Produced by `make bench-optimizer` (`python bench/optimizer.py`), one table per CPU. The trainable "
+        "tensors of three recipes (the quickstart's MiniLM, the reports' LoRA on all-mpnet-base-v2), random "
+        "gradients, AdamW with the recipe's learning rate and weight decay. **per tensor**: torch's default on a "
+        "CPU, a loop of small ops per tensor (`training.fused_optimizer=false`, the Trainer's adamw_torch); "
+        "**foreach**: torch's multi-tensor ops; **fused**: one fused kernel (`training.fused_optimizer=true`, the "
+        "default, the Trainer's adamw_torch_fused). The ways take turns step by step (median of an optimizer "
+        "step; gradient clipping, the same either way, left out). Difference: each way's parameters after "
+        f"{CHECK_STEPS} steps from the same start with the same gradients, the largest difference from the "
+        "per-tensor loop's, relative to their largest value.",
     ]
     for cpu, by_recipe in results["by_cpu"].items():
         lines += ["", f"## {cpu}", ""]
