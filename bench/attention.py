@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import time
 from pathlib import Path
 
+import by_cpu
 import torch
 from dropout import BATCH_SIZE, batches, median_steps
 from transformers import AttentionInterface
 from transformers.models.mpnet.modeling_mpnet import MPNetSelfAttention
 
 from lorafit import speedups
-from lorafit.device import ISA_CAP_NOTE, SpeedSettings, bf16_supported, cpu_label, training_precision
+from lorafit.device import ISA_CAP_NOTE, SpeedSettings, cpu_label, training_precision
 from lorafit.mpnet_attention import fuse_mpnet_attention
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,26 +187,21 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_here(results: dict, options) -> None:
+    results["by_cpu"][cpu_label()] = {
+        p: {
+            "minilm": minilm_training(training_precision(p, "cpu"), options.steps),
+            "minilm_attention": minilm_attention_alone(p == "bf16", 5 * options.steps),
+            "mpnet": mpnet_inference(training_precision(p, "cpu"), 5 * options.steps),
+        }
+        for p in by_cpu.precisions()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="training steps of each way and kind (after one warm-up)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite ATTENTION.md from attention.json")
-    options = parser.parse_args()
-    out = ROOT / "bench" / "attention.json"
-    results = json.loads(out.read_text()) if out.is_file() else {"by_cpu": {}}
-    if not options.report_only:
-        precisions = ["bf16", "fp32"] if bf16_supported() else ["fp32"]
-        results["by_cpu"][cpu_label()] = {
-            p: {
-                "minilm": minilm_training(training_precision(p, "cpu"), options.steps),
-                "minilm_attention": minilm_attention_alone(p == "bf16", 5 * options.steps),
-                "mpnet": mpnet_inference(training_precision(p, "cpu"), 5 * options.steps),
-            }
-            for p in precisions
-        }
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    (ROOT / "bench" / "ATTENTION.md").write_text(report(results))
-    print((ROOT / "bench" / "ATTENTION.md").read_text())
+    by_cpu.run(parser, "attention", measure_here, report)
 
 
 if __name__ == "__main__":

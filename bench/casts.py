@@ -13,11 +13,11 @@ there is nothing to copy. Writes bench/CASTS.md and bench/casts.json (one table 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
+import by_cpu
 from dropout import BATCH_SIZE, median_steps, model_and_steps
 from frozen import WORK, fresh_cache
 
@@ -72,22 +72,18 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_here(results: dict, options) -> None:
+    if not bf16_supported():
+        sys.exit("bench/casts.py measures bf16 autocast: this CPU has no bf16 units")
+    WORK.mkdir(parents=True, exist_ok=True)
+    os.environ["LORAFIT_CACHE"] = str(fresh_cache("casts-"))  # the stored states start empty
+    results["by_cpu"][cpu_label()] = measure(options.steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="steps of each way and kind (after one warm-up)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite CASTS.md from casts.json")
-    options = parser.parse_args()
-    out = ROOT / "bench" / "casts.json"
-    results = json.loads(out.read_text()) if out.is_file() else {"by_cpu": {}}
-    if not options.report_only:
-        if not bf16_supported():
-            sys.exit("bench/casts.py measures bf16 autocast: this CPU has no bf16 units")
-        WORK.mkdir(parents=True, exist_ok=True)
-        os.environ["LORAFIT_CACHE"] = str(fresh_cache("casts-"))  # the stored states start empty
-        results["by_cpu"][cpu_label()] = measure(options.steps)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    (ROOT / "bench" / "CASTS.md").write_text(report(results))
-    print((ROOT / "bench" / "CASTS.md").read_text())
+    by_cpu.run(parser, "casts", measure_here, report)
 
 
 if __name__ == "__main__":

@@ -20,19 +20,19 @@ import argparse
 import contextlib
 import csv
 import functools
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
+import by_cpu
 import torch
 from frozen import TOP4, WORK, fresh_cache
 from torch import nn
 
 from lorafit import speedups
 from lorafit.config import load_recipe
-from lorafit.device import ISA_CAP_NOTE, SpeedSettings, bf16_supported, cpu_label, training_precision
+from lorafit.device import ISA_CAP_NOTE, SpeedSettings, cpu_label, training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS = ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
@@ -182,21 +182,18 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_here(results: dict, options) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    os.environ["LORAFIT_CACHE"] = str(fresh_cache("dropout-"))  # the stored states start empty
+    results["by_cpu"][cpu_label()] = {
+        p: measure(training_precision(p, "cpu"), options.steps) for p in by_cpu.precisions()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="steps of each dropout and kind (after one warm-up)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite DROPOUT.md from dropout.json")
-    options = parser.parse_args()
-    out = ROOT / "bench" / "dropout.json"
-    results = json.loads(out.read_text()) if out.is_file() else {"by_cpu": {}}
-    if not options.report_only:
-        WORK.mkdir(parents=True, exist_ok=True)
-        os.environ["LORAFIT_CACHE"] = str(fresh_cache("dropout-"))  # the stored states start empty
-        precisions = ["bf16", "fp32"] if bf16_supported() else ["fp32"]
-        results["by_cpu"][cpu_label()] = {p: measure(training_precision(p, "cpu"), options.steps) for p in precisions}
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    (ROOT / "bench" / "DROPOUT.md").write_text(report(results))
-    print((ROOT / "bench" / "DROPOUT.md").read_text())
+    by_cpu.run(parser, "dropout", measure_here, report)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,18 @@ Writes bench/FIRST_TOKEN.md and bench/first_token.json (one table per CPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
+import by_cpu
 import torch
 from dropout import BATCH_SIZE, batches, median_steps, model_and_steps
 from frozen import WORK, fresh_cache
 
 from lorafit.config import LoraSettings, ModelConfig
-from lorafit.device import ISA_CAP_NOTE, bf16_supported, cpu_label, training_precision
+from lorafit.device import ISA_CAP_NOTE, cpu_label, training_precision
 from lorafit.first_token import compute_last_layer_for_first_token
 from lorafit.frozen import encoder_layers
 from lorafit.inference import for_inference
@@ -124,25 +124,22 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_here(results: dict, options) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    os.environ["LORAFIT_CACHE"] = str(fresh_cache("first-token-"))  # the stored states start empty
+    results["by_cpu"][cpu_label()] = {
+        p: measure(training_precision(p, "cpu"), options.steps) for p in by_cpu.precisions()
+    }
+    results["inference_by_cpu"][cpu_label()] = {
+        p: {name: measure_inference(name, p == "bf16", 2 * options.steps) for name in INFERENCE_MODELS}
+        for p in by_cpu.precisions()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="steps of each way and kind (after one warm-up)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite FIRST_TOKEN.md from first_token.json")
-    options = parser.parse_args()
-    out = ROOT / "bench" / "first_token.json"
-    results = {"by_cpu": {}, "inference_by_cpu": {}, **(json.loads(out.read_text()) if out.is_file() else {})}
-    if not options.report_only:
-        WORK.mkdir(parents=True, exist_ok=True)
-        os.environ["LORAFIT_CACHE"] = str(fresh_cache("first-token-"))  # the stored states start empty
-        precisions = ["bf16", "fp32"] if bf16_supported() else ["fp32"]
-        results["by_cpu"][cpu_label()] = {p: measure(training_precision(p, "cpu"), options.steps) for p in precisions}
-        results["inference_by_cpu"][cpu_label()] = {
-            p: {name: measure_inference(name, p == "bf16", 2 * options.steps) for name in INFERENCE_MODELS}
-            for p in precisions
-        }
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    (ROOT / "bench" / "FIRST_TOKEN.md").write_text(report(results))
-    print((ROOT / "bench" / "FIRST_TOKEN.md").read_text())
+    by_cpu.run(parser, "first_token", measure_here, report, tables=("by_cpu", "inference_by_cpu"))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ Writes bench/OPTIMIZER.md and bench/optimizer.json (one table per CPU).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+import by_cpu
 import torch
 from attention import median_ms_in_turns
 
@@ -115,18 +115,14 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_here(results: dict, options) -> None:
+    results["by_cpu"][cpu_label()] = {name: measure(f, options.reps) for name, f in RECIPES.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=200, help="optimizer steps of each way (after one warm-up)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite OPTIMIZER.md from optimizer.json")
-    options = parser.parse_args()
-    out = ROOT / "bench" / "optimizer.json"
-    results = json.loads(out.read_text()) if out.is_file() else {"by_cpu": {}}
-    if not options.report_only:
-        results["by_cpu"][cpu_label()] = {name: measure(f, options.reps) for name, f in RECIPES.items()}
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    (ROOT / "bench" / "OPTIMIZER.md").write_text(report(results))
-    print((ROOT / "bench" / "OPTIMIZER.md").read_text())
+    by_cpu.run(parser, "optimizer", measure_here, report)
 
 
 if __name__ == "__main__":

