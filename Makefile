@@ -11,7 +11,8 @@
 #                        steps -> bench/FIRST_TOKEN.md
 # make bench-attention  lorafit's attention forms (MiniLM training, MPNet fused) against the ones they replace
 #                        -> bench/ATTENTION.md
-# make bench-step-forms  training-step forms tried and not in lorafit (fused qkv, ffn in chunks) -> bench/STEP_FORMS.md
+# make bench-step-forms  training-step forms tried, not in lorafit (fused qkv, LoRA added in its matmul, ffn in
+#                        chunks) -> bench/STEP_FORMS.md
 # make bench-optimizer  AdamW's step fused against torch's per-tensor CPU default -> bench/OPTIMIZER.md
 # make bench-compile    torch.compile against eager, inference and training -> bench/COMPILE.md
 # make bench-allocator  glibc's memory allocator against jemalloc, tcmalloc, mimalloc -> bench/ALLOCATOR.md
