@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
+from by_cpu import precisions  # noqa: E402
 from paths import AGNEWS, ROWS, minilm_run, tables_by_cpu_kind  # noqa: E402
 
 WORK = Path("/tmp/lorafit-compile")
@@ -84,12 +85,6 @@ def child(*args: str) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"bench step {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def precisions() -> list[str]:
-    from lorafit.device import bf16_supported
-
-    return ["bf16", "fp32"] if bf16_supported() else ["fp32"]
 
 
 def inference_table() -> dict:

